@@ -1,0 +1,237 @@
+"""BrainTumorDetector: load, run and save the classifier + autoencoder pair."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from huggingface_hub import ModelHubMixin, hf_hub_download
+
+from preprocessing import InvalidImageError, PreprocessConfig, preprocess
+
+CONFIG_FILE = "config.json"
+CLASSIFIER_FILE = "classifier.keras"
+AUTOENCODER_FILE = "autoencoder.keras"
+MODEL_FILES = (CONFIG_FILE, CLASSIFIER_FILE, AUTOENCODER_FILE)
+# Files that travel with a model directory but are not needed to run it.
+ASSET_SUFFIXES = (".png", ".csv", ".json")
+
+
+@dataclass
+class Prediction:
+    """What the detector says about one slice."""
+
+    tumor_probability: float
+    label: str  # "tumor" | "normal" | "inconclusive"
+    anomaly_score: float  # mean squared reconstruction error of the autoencoder
+    out_of_distribution: bool  # the autoencoder finds the input unlike the training MRIs
+    cropped: np.ndarray  # uint8 grey, the brain crop at its own resolution
+    reconstruction: np.ndarray  # uint8 grey, the autoencoder's output at model size
+    error_map: np.ndarray  # uint8 grey, |input - reconstruction| stretched to 0..255
+
+    def as_dict(self) -> dict:
+        """The JSON-friendly part (no images)."""
+        return {
+            "tumor_probability": self.tumor_probability,
+            "label": self.label,
+            "anomaly_score": self.anomaly_score,
+            "out_of_distribution": self.out_of_distribution,
+        }
+
+
+class BrainTumorDetector(
+    ModelHubMixin,
+    library_name="keras",
+    pipeline_tag="image-classification",
+    license="mit",
+    tags=["medical-imaging", "mri", "brain-tumor", "keras"],
+):
+    """Tumour classifier plus autoencoder anomaly detector for brain-MRI slices.
+
+    ``config`` holds everything needed to run the pair the way it was trained
+    (preprocessing, thresholds, calibration) and what it scored (metrics);
+    ``assets`` holds the files that document it (plots, split.json), written
+    back unchanged by ``save_pretrained``.
+    """
+
+    def __init__(self, classifier, autoencoder, config: dict, assets: dict | None = None):
+        import tensorflow as tf
+
+        self.classifier = classifier
+        self.autoencoder = autoencoder
+        self.config = config
+        self.assets = dict(assets or {})
+        self.preprocess_config = PreprocessConfig.from_dict(config["preprocessing"])
+        size, channels = self.preprocess_config.image_size, self.preprocess_config.channels
+        # One compiled graph for both networks: model.predict costs ~35 ms of
+        # per-call overhead, far more than the networks themselves.
+        self._forward = tf.function(
+            lambda x: (classifier(x, training=False), autoencoder(x, training=False)),
+            input_signature=[tf.TensorSpec([None, size, size, channels], tf.float32)],
+        )
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, source, *, slice_index: int | None = None) -> Prediction:
+        """Classify one slice (path, bytes, PIL image, array, .dcm, .nii[.gz])."""
+        return self.predict_batch([source], slice_index=slice_index)[0]
+
+    def predict_batch(self, sources, *, slice_index: int | None = None) -> list[Prediction]:
+        """Classify many slices with one pass of each network.
+
+        Any bad input raises InvalidImageError naming its position.
+        """
+        sources = list(sources)
+        crops, inputs = [], []
+        for i, source in enumerate(sources):
+            try:
+                cropped, x = preprocess(source, self.preprocess_config, slice_index=slice_index)
+            except InvalidImageError as exc:
+                if len(sources) == 1:
+                    raise
+                raise InvalidImageError(f"Input {i + 1}: {exc}") from None
+            crops.append(cropped)
+            inputs.append(x)
+        if not inputs:
+            return []
+        return self._predict_arrays(np.stack(inputs), crops)
+
+    def predict_arrays(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Network outputs for preprocessed inputs: (calibrated P(tumour), anomaly scores)."""
+        probabilities, reconstructions = self._run(x)
+        return probabilities, self._anomaly_scores(x, reconstructions)
+
+    def _run(self, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        probabilities, reconstructions = [], []
+        for start in range(0, len(x), batch_size):
+            p, r = self._forward(np.ascontiguousarray(x[start : start + batch_size], np.float32))
+            probabilities.append(p.numpy()[:, 0])
+            reconstructions.append(r.numpy())
+        return self.calibrate(np.concatenate(probabilities)), np.concatenate(reconstructions)
+
+    @staticmethod
+    def _anomaly_scores(x: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
+        return np.mean((x - reconstructions) ** 2, axis=(1, 2, 3))
+
+    def _predict_arrays(self, x: np.ndarray, crops: list[np.ndarray]) -> list[Prediction]:
+        probabilities, reconstructions = self._run(x)
+        scores = self._anomaly_scores(x, reconstructions)
+        results = []
+        for i, cropped in enumerate(crops):
+            error = np.abs(x[i] - reconstructions[i]).mean(axis=-1)
+            ood = bool(scores[i] > self.config["anomaly_threshold"])
+            results.append(
+                Prediction(
+                    tumor_probability=float(probabilities[i]),
+                    label=self.label_for(float(probabilities[i]), ood),
+                    anomaly_score=float(scores[i]),
+                    out_of_distribution=ood,
+                    cropped=cropped,
+                    reconstruction=_to_uint8(reconstructions[i].mean(axis=-1)),
+                    error_map=_to_uint8(error / max(float(error.max()), 1e-6)),
+                )
+            )
+        return results
+
+    def calibrate(self, probabilities: np.ndarray) -> np.ndarray:
+        """Temperature scaling fitted on validation slices (T = 1 leaves p unchanged)."""
+        temperature = self.config.get("temperature", 1.0)
+        p = np.clip(np.asarray(probabilities, np.float64), 1e-7, 1 - 1e-7)
+        return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / temperature))
+
+    def label_for(self, probability: float, out_of_distribution: bool = False) -> str:
+        low, high = self.config["inconclusive_band"]
+        if out_of_distribution or low <= probability <= high:
+            return "inconclusive"
+        return "tumor" if probability >= self.config["decision_threshold"] else "normal"
+
+    # ------------------------------------------------------------------ explain
+    def explain(self, source, *, slice_index: int | None = None) -> np.ndarray:
+        """Grad-CAM heat map (float32 in [0, 1], model input size) for one slice."""
+        from .explain import grad_cam
+
+        _, x = preprocess(source, self.preprocess_config, slice_index=slice_index)
+        return grad_cam(self.classifier, x)
+
+    # ------------------------------------------------------------- save / load
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from .card import render_model_card
+
+        save_directory = Path(save_directory)
+        _save_keras(self.classifier, save_directory / CLASSIFIER_FILE)
+        _save_keras(self.autoencoder, save_directory / AUTOENCODER_FILE)
+        (save_directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=2) + "\n")
+        for name, data in self.assets.items():
+            (save_directory / name).write_bytes(data)
+        (save_directory / "README.md").write_text(render_model_card(self.config, self.assets))
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir,
+        force_download: bool,
+        local_files_only: bool,
+        token,
+        **model_kwargs,
+    ) -> "BrainTumorDetector":
+        local = Path(model_id)
+        if local.is_dir():
+            paths = {name: local / name for name in MODEL_FILES}
+            assets = _read_assets(local)
+        else:
+            paths = {
+                name: Path(
+                    hf_hub_download(
+                        repo_id=model_id,
+                        filename=name,
+                        revision=revision,
+                        cache_dir=cache_dir,
+                        force_download=force_download,
+                        local_files_only=local_files_only,
+                        token=token,
+                    )
+                )
+                for name in MODEL_FILES
+            }
+            assets = {}
+        missing = [name for name, path in paths.items() if not path.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{model_id} is not a model directory: missing {missing}.")
+        return cls(
+            classifier=_load_keras(paths[CLASSIFIER_FILE]),
+            autoencoder=_load_keras(paths[AUTOENCODER_FILE]),
+            config=json.loads(paths[CONFIG_FILE].read_text()),
+            assets=assets,
+        )
+
+
+def _read_assets(directory: Path) -> dict[str, bytes]:
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name.endswith(ASSET_SUFFIXES) and p.name != CONFIG_FILE
+    }
+
+
+def _save_keras(model, path: Path) -> None:
+    """Save weights and architecture only: optimiser state would triple the size.
+
+    An uncompiled functional view over the same layers has no optimiser to save.
+    """
+    import keras
+
+    keras.Model(model.input, model.output, name=model.name).save(path)
+
+
+def _load_keras(path: Path):
+    import keras
+
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)

@@ -1,0 +1,172 @@
+"""Metrics with bootstrap intervals, calibration, and the plots of a model directory."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.stats import bootstrap
+from sklearn.metrics import accuracy_score, confusion_matrix, recall_score, roc_auc_score, roc_curve
+
+METRICS = {
+    "accuracy": lambda y, p, t: accuracy_score(y, p >= t),
+    "auroc": lambda y, p, t: roc_auc_score(y, p) if 0 < y.mean() < 1 else np.nan,
+    "sensitivity": lambda y, p, t: recall_score(y, p >= t, pos_label=1, zero_division=np.nan),
+    "specificity": lambda y, p, t: recall_score(y, p >= t, pos_label=0, zero_division=np.nan),
+}
+
+
+def classification_metrics(
+    y: np.ndarray, p: np.ndarray, threshold: float = 0.5, *, n_resamples: int = 1000, seed: int = 0
+) -> dict:
+    """Accuracy, AUROC, sensitivity, specificity, each {value, ci95: [low, high]}.
+
+    Intervals: percentile bootstrap over slices (scipy.stats.bootstrap, paired).
+    """
+    y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
+    out = {"n": int(len(y)), "threshold": float(threshold)}
+    for name, metric in METRICS.items():
+        ci = bootstrap(
+            (y, p),
+            lambda yy, pp: metric(yy, pp, threshold),
+            paired=True,
+            vectorized=False,
+            n_resamples=n_resamples,
+            method="percentile",
+            random_state=seed,
+        ).confidence_interval
+        out[name] = {"value": float(metric(y, p, threshold)), "ci95": [float(ci.low), float(ci.high)]}
+    return out
+
+
+def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
+    """Temperature T minimising validation log-loss of sigmoid(logit(p) / T)."""
+    logits = _logit(p)
+    y = np.asarray(y, np.float64)
+
+    def nll(log_t: float) -> float:
+        z = logits / np.exp(log_t)
+        return float(np.mean(np.logaddexp(0, z) - y * z))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
+
+
+def _logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE over equal-width bins of P(tumour)."""
+    y, p = np.asarray(y), np.asarray(p)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    gaps = [abs(y[which == b].mean() - p[which == b].mean()) * np.mean(which == b)
+            for b in range(bins) if np.any(which == b)]  # fmt: skip
+    return float(np.sum(gaps))
+
+
+def choose_inconclusive_band(
+    y: np.ndarray, p: np.ndarray, threshold: float = 0.5, target_accuracy: float = 0.99
+) -> list[float]:
+    """The narrowest band around the threshold outside which val accuracy >= target.
+
+    Slices inside the band are called "inconclusive" rather than risk a wrong call.
+    """
+    for half_width in np.arange(0.0, 0.46, 0.025):
+        outside = np.abs(p - threshold) > half_width
+        if outside.any() and accuracy_score(y[outside], p[outside] >= threshold) >= target_accuracy:
+            break
+    return [round(float(threshold - half_width), 3), round(float(threshold + half_width), 3)]
+
+
+# --------------------------------------------------------------------- plots
+def _figure_png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history: dict) -> dict[str, bytes]:
+    """Accuracy and loss curves, train vs val (the report's figures 2 and 3)."""
+    plt = _pyplot()
+    plots = {}
+    for key in ("accuracy", "loss"):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        epochs = np.arange(1, len(history[key]) + 1)
+        ax.plot(epochs, history[key], label="train")
+        ax.plot(epochs, history[f"val_{key}"], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.legend()
+        plots[f"{key}_curve.png"] = _figure_png(fig)
+    return plots
+
+
+def plot_roc(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for name, scores in curves.items():
+        fpr, tpr, _ = roc_curve(y, scores)
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {roc_auc_score(y, scores):.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.legend(loc="lower right")
+    ax.set_title("ROC on the leak-free test split")
+    return _figure_png(fig)
+
+
+def plot_confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> bytes:
+    plt = _pyplot()
+    matrix = confusion_matrix(y, p >= threshold, labels=[0, 1])
+    fig, ax = plt.subplots(figsize=(3.8, 3.4))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=14)
+    ax.set_xticks([0, 1], ["normal", "tumor"])
+    ax.set_yticks([0, 1], ["normal", "tumor"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    return _figure_png(fig)
+
+
+def plot_reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> bytes:
+    plt = _pyplot()
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    centres = [p[which == b].mean() for b in range(bins) if np.any(which == b)]
+    rates = [y[which == b].mean() for b in range(bins) if np.any(which == b)]
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.plot(centres, rates, "o-")
+    ax.set_xticks(edges[::2])
+    ax.set_xlabel("predicted P(tumour)")
+    ax.set_ylabel("observed tumour rate")
+    ax.set_title(f"Reliability (ECE {expected_calibration_error(y, p, bins):.3f})")
+    return _figure_png(fig)
+
+
+def plot_examples(images: list[np.ndarray], titles: list[str], columns: int = 5) -> bytes:
+    """A grid of grey images with a caption each (the report's figure 5)."""
+    plt = _pyplot()
+    rows = int(np.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.7 * rows))
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    for ax, image, title in zip(np.ravel(axes), images, titles):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(title, fontsize=8)
+    return _figure_png(fig)

@@ -1,0 +1,94 @@
+"""Network builders: the report's CNN, the default CNN and the autoencoder.
+
+Only stock Keras layers, so the saved .keras files load with safe_mode=True.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+ARCHITECTURES = ("default", "report")
+
+
+def build_classifier(arch: str, image_size: int, channels: int, steps: int = 1000) -> keras.Model:
+    """A compiled binary classifier ending in one sigmoid unit = P(tumour).
+
+    ``steps`` is the length of training, over which the default network's
+    learning rate decays to zero.
+    """
+    if arch == "report":
+        return _report_cnn(image_size, channels)
+    if arch == "default":
+        return _default_cnn(image_size, channels, steps)
+    raise ValueError(f"Unknown architecture {arch!r}; choose one of {ARCHITECTURES}.")
+
+
+def _report_cnn(image_size: int, channels: int) -> keras.Model:
+    """The 2023 report's network, layer for layer, with its optimiser."""
+    model = keras.Sequential(
+        [
+            keras.Input((image_size, image_size, channels)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(64, activation="relu"),
+            layers.Dropout(0.5),
+            layers.Dense(1, activation="sigmoid"),
+        ],
+        name="report_cnn",
+    )
+    model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _conv_bn(x, filters: int, strides: int = 1):
+    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.Activation("relu")(x)
+
+
+def _default_cnn(image_size: int, channels: int, steps: int, width: int = 24) -> keras.Model:
+    """A small VGG-style net with BatchNorm and global pooling, sized for CPU training.
+
+    A strided stem halves the input at once: the first full-resolution layer
+    would otherwise cost as much as the rest of the network.
+    """
+    inputs = keras.Input((image_size, image_size, channels))
+    x = _conv_bn(inputs, width, strides=2)
+    for filters in (width, 2 * width, 4 * width):
+        x = _conv_bn(x, filters)
+        x = _conv_bn(x, filters)
+        x = layers.MaxPooling2D(2)(x)
+    x = _conv_bn(x, 8 * width, strides=1)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.3)(x)
+    outputs = layers.Dense(1, activation="sigmoid")(x)
+    model = keras.Model(inputs, outputs, name="default_cnn")
+    model.compile(
+        optimizer=keras.optimizers.AdamW(
+            keras.optimizers.schedules.CosineDecay(2e-3, steps, warmup_target=None),
+            weight_decay=1e-4,
+        ),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=0.05),
+        metrics=["accuracy", keras.metrics.AUC(name="auc")],
+    )
+    return model
+
+
+def build_autoencoder(image_size: int, channels: int, width: int = 32) -> keras.Model:
+    """A convolutional autoencoder: three stride-2 stages down, three up."""
+    inputs = keras.Input((image_size, image_size, channels))
+    x = inputs
+    for filters in (width, 2 * width, 4 * width):
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
+    for filters in (4 * width, 2 * width, width):
+        x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu")(x)
+    outputs = layers.Conv2D(channels, 3, padding="same", activation="sigmoid")(x)
+    model = keras.Model(inputs, outputs, name="autoencoder")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    return model

@@ -1,0 +1,79 @@
+"""The report's brain crop (after Rosebrock 2016) and the model-input transform."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import cv2
+import numpy as np
+
+from .errors import InvalidImageError
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that turns a grey slice into a network input.
+
+    Stored in the model's config.json so that a pulled model preprocesses
+    exactly as it was trained.
+    """
+
+    image_size: int = 96
+    channels: int = 1
+    blur_kernel: int = 5
+    threshold: int = 45
+    erode_iterations: int = 2
+    dilate_iterations: int = 2
+    # A "brain" smaller than this share of the picture is noise, not a head.
+    min_brain_fraction: float = 0.02
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def crop_brain(grey: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """Crop ``grey`` (uint8, 2-D) to the bounding box of the largest bright blob.
+
+    grey -> Gaussian blur -> threshold -> erode -> dilate -> largest external
+    contour -> its extreme points -> bounding box. Raises InvalidImageError
+    when nothing brain-like is found (blank, black or near-uniform image).
+    """
+    blurred = cv2.GaussianBlur(grey, (cfg.blur_kernel, cfg.blur_kernel), 0)
+    # A uniform image (all white, all grey) thresholds to one frame-sized "blob".
+    if int(blurred.max()) - int(blurred.min()) < cfg.threshold:
+        raise InvalidImageError(
+            "No brain found: the image is blank (one uniform shade). Upload an MRI "
+            "slice with the head visible on a dark background."
+        )
+    _, mask = cv2.threshold(blurred, cfg.threshold, 255, cv2.THRESH_BINARY)
+    mask = cv2.erode(mask, None, iterations=cfg.erode_iterations)
+    mask = cv2.dilate(mask, None, iterations=cfg.dilate_iterations)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        raise InvalidImageError(
+            "No brain found: the image is blank or too dark. Upload an MRI slice "
+            "with the head visible on a dark background."
+        )
+    largest = max(contours, key=cv2.contourArea)
+    # Extreme points of the contour are exactly its bounding box corners.
+    x, y, w, h = cv2.boundingRect(largest)
+    if w * h < cfg.min_brain_fraction * grey.size or min(w, h) < 8:
+        raise InvalidImageError(
+            "No brain found: the bright region is too small to be a head. Upload an "
+            "MRI slice with the head filling most of the picture."
+        )
+    return np.ascontiguousarray(grey[y : y + h, x : x + w])
+
+
+def to_input(cropped: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """Resize a cropped slice to the network input: float32 (S, S, C) in [0, 1]."""
+    size = cfg.image_size
+    interpolation = cv2.INTER_AREA if min(cropped.shape) >= size else cv2.INTER_LINEAR
+    resized = cv2.resize(cropped, (size, size), interpolation=interpolation)
+    x = resized.astype(np.float32)[..., None] / 255.0
+    return np.repeat(x, cfg.channels, axis=-1) if cfg.channels > 1 else x
