@@ -26,7 +26,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.pixels.decoders.base import get_decoder
 
-from preprocessing import InvalidImageError, decode, medical, preprocess, scale_to_uint8
+from preprocessing import InvalidImageError, PreprocessConfig, decode, medical, preprocess, scale_to_uint8
 
 TESTS = Path(__file__).resolve().parent
 PYDICOM_DATA = Path(get_testdata_file("MR_small.dcm")).parent
@@ -253,7 +253,8 @@ def test_valid_input_decodes_and_crops(tmp_path, name):
     assert grey.ndim == 2 and grey.dtype == np.uint8
     assert grey.max() > grey.min()
     assert cropped.ndim == 2 and cropped.dtype == np.uint8
-    assert x.shape == (128, 128, 1) and x.dtype == np.float32
+    size = PreprocessConfig().image_size
+    assert x.shape == (size, size, 1) and x.dtype == np.float32
     assert 0.0 <= x.min() and x.max() <= 1.0
 
 
