@@ -1,10 +1,176 @@
-"""Fill model_card.md from a model's config (placeholder until the card issue lands)."""
+"""Fill the model-card template (model_card.md) from a model's config and assets.
+
+The Hub metadata (YAML front matter, including `model-index`) is built with
+huggingface_hub's ModelCardData/EvalResult so it is always valid; the prose is
+a jinja2 template fed with ready-formatted strings, so that a model without
+metrics (a test model) renders "not evaluated" instead of failing.
+"""
 
 from __future__ import annotations
 
-import json
+import math
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
+MODEL_NAME = "brain-tumor-mri-detector"
+NOT_EVALUATED = "not evaluated"
+# The four test metrics of the model-index, in the order the card shows them.
+HEADLINE_METRICS = {
+    "accuracy": "Accuracy",
+    "auroc": "AUROC",
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+}
+# Known plots, in reading order, with their captions; other .png assets follow.
+PLOT_CAPTIONS = {
+    "accuracy_curve.png": "Accuracy per epoch, train vs validation",
+    "loss_curve.png": "Loss per epoch, train vs validation",
+    "roc.png": "ROC on the leak-free test split: CNN vs autoencoder reconstruction error",
+    "confusion.png": "Confusion matrix on the test split",
+    "reliability.png": "Reliability diagram (calibrated probabilities, test split)",
+    "test_examples.png": "Test slices with truth and prediction",
+    "reconstructions.png": "Autoencoder reconstructions of test slices",
+}
 
 
 def render_model_card(config: dict, assets: dict) -> str:
-    metrics = json.dumps(config.get("metrics", {}), indent=2)
-    return f"# Brain-tumour MRI detector\n\nResearch demo, not a medical device.\n\n```json\n{metrics}\n```\n"
+    """README.md for a model directory: Hub metadata + the filled template."""
+    card = ModelCard.from_template(
+        card_data(config), template_str=TEMPLATE.read_text(), **card_context(config, assets)
+    )
+    return str(card)
+
+
+# ---------------------------------------------------------------- metadata
+def card_data(config: dict) -> ModelCardData:
+    # Br35H has no fixed Hub dataset id, so `datasets` is left out rather than
+    # pointing at a page that does not exist; the card's text names the source.
+    results = eval_results(_metrics(config).get("test", {}))
+    return ModelCardData(
+        model_name=MODEL_NAME if results else None,  # model-index needs a name; nothing else does
+        library_name="keras",
+        pipeline_tag="image-classification",
+        license="mit",
+        tags=["medical-imaging", "mri", "brain-tumor", "keras", "tensorflow", "br35h", "anomaly-detection"],
+        eval_results=results or None,
+    )
+
+
+def eval_results(test_metrics: dict) -> list[EvalResult]:
+    """model-index entries for the test metrics that have a finite value."""
+    results = []
+    for key, name in HEADLINE_METRICS.items():
+        value = metric_value(test_metrics.get(key))
+        if value is None:
+            continue
+        results.append(
+            EvalResult(
+                task_type="image-classification",
+                task_name="Brain tumour detection (axial MRI slice)",
+                dataset_type="br35h",
+                dataset_name="Br35H, leak-free cluster split",
+                dataset_split="test",
+                metric_type=key,
+                metric_name=name,
+                metric_value=round(value, 4),
+            )
+        )
+    return results
+
+
+# ----------------------------------------------------------------- context
+def card_context(config: dict, assets: dict) -> dict:
+    metrics = _metrics(config)
+    report = metrics.get("report_network") or {}
+    split = config.get("split") or {}
+    band = config.get("inconclusive_band")
+    training = config.get("training") or {}
+    return {
+        "n_test": metrics.get("test", {}).get("n") or NOT_EVALUATED,
+        "results": results_rows(metrics.get("test", {}), report.get("test"), report.get("random_split_test")),
+        "has_report_network": bool(report),
+        "results_excluding_suspects": results_rows(metrics.get("test_excluding_suspects") or {}),
+        "has_excluding_suspects": bool(metrics.get("test_excluding_suspects")),
+        "evaluated": bool(eval_results(metrics.get("test", {}))),
+        "split": {key: split.get(key, "?") for key in ("method", "threshold", "clusters", "train", "val", "test")}
+        if split
+        else None,
+        "max_test_correlation": fmt_number(split.get("max_test_correlation")),
+        "temperature": fmt_number(config.get("temperature")),
+        "ece_val": fmt_number(metrics.get("ece_val")),
+        "ece_test": fmt_number(metrics.get("ece_test")),
+        "decision_threshold": fmt_number(config.get("decision_threshold")),
+        "band": f"[{fmt_number(band[0])}, {fmt_number(band[1])}]" if band else NOT_EVALUATED,
+        "inconclusive_rate": fmt_percent(metrics.get("inconclusive_rate_test")),
+        "autoencoder_auroc": fmt_number(metrics.get("autoencoder_test_auroc")),
+        "anomaly_threshold": fmt_number(config.get("anomaly_threshold"), ".3g"),
+        "ood_rate_val": fmt_percent(metrics.get("ood_rate_val")),
+        "ood_rate_test": fmt_percent(metrics.get("ood_rate_test")),
+        "suspects": (config.get("label_audit") or {}).get("suspects"),
+        "input_shape": input_shape(config.get("preprocessing") or {}),
+        "arch": config.get("arch", "default"),
+        "training": training,
+        "training_seconds": training.get("fit_seconds") or training.get("seconds"),
+        "plots": plots(assets),
+        "other_files": sorted(name for name in assets if not name.endswith(".png")),
+    }
+
+
+def input_shape(preprocessing: dict) -> str:
+    size, channels = preprocessing.get("image_size", "?"), preprocessing.get("channels", 1)
+    return f"{size}×{size} pixels, {'grey' if channels == 1 else f'{channels} channels'}"
+
+
+def results_rows(test: dict, report_same_split: dict | None = None, report_random: dict | None = None):
+    return [
+        {
+            "name": name,
+            "model": fmt_metric(test.get(key)),
+            "report_same_split": fmt_metric((report_same_split or {}).get(key)),
+            "report_random_split": fmt_metric((report_random or {}).get(key)),
+        }
+        for key, name in HEADLINE_METRICS.items()
+    ]
+
+
+def plots(assets: dict) -> list[dict]:
+    """Only the plots this model directory actually holds, known ones first."""
+    known = [name for name in PLOT_CAPTIONS if name in assets]
+    others = sorted(n for n in assets if n.endswith(".png") and n not in PLOT_CAPTIONS)
+    return [{"file": name, "caption": PLOT_CAPTIONS.get(name, name[:-4].replace("_", " "))} for name in known + others]
+
+
+# -------------------------------------------------------------- formatting
+def _metrics(config: dict) -> dict:
+    return config.get("metrics") or {}
+
+
+def metric_value(metric) -> float | None:
+    """The value of a metric stored as {value, ci95} or as a bare number; None if absent or NaN."""
+    value = metric.get("value") if isinstance(metric, dict) else metric
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def fmt_metric(metric) -> str:
+    """'0.953 [0.936, 0.968]' (value and 95 % interval), or 'not evaluated'."""
+    value = metric_value(metric)
+    if value is None:
+        return NOT_EVALUATED
+    ci = metric.get("ci95") if isinstance(metric, dict) else None
+    if ci and all(metric_value(bound) is not None for bound in ci):
+        return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return f"{value:.3f}"
+
+
+def fmt_number(value, spec: str = ".3f") -> str:
+    value = metric_value(value)
+    return NOT_EVALUATED if value is None else format(value, spec)
+
+
+def fmt_percent(value) -> str:
+    value = metric_value(value)
+    return NOT_EVALUATED if value is None else f"{value:.1%}"

@@ -167,6 +167,24 @@ class BrainTumorDetector(
         (save_directory / "README.md").write_text(render_model_card(self.config, self.assets))
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "BrainTumorDetector":
+        """A local model directory, or a Hub repo id ("user/repo", revision=... to pin it).
+
+        Hub failures (offline and not cached, no such repo or revision) raise
+        detector.hub.ModelDownloadError with a message naming the repo. They are
+        caught here, not in _from_pretrained, because ModelHubMixin downloads
+        config.json before it calls _from_pretrained.
+        """
+        from .hub import DOWNLOAD_ERRORS, ModelDownloadError, download_failure_message
+
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except DOWNLOAD_ERRORS as exc:
+            model_id, revision = str(pretrained_model_name_or_path), kwargs.get("revision")
+            message = download_failure_message(exc, model_id, revision, kwargs.get("cache_dir"))
+            raise ModelDownloadError(message) from exc
+
+    @classmethod
     def _from_pretrained(
         cls,
         *,

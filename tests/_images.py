@@ -77,3 +77,34 @@ def dicom_bytes(frames: np.ndarray | None = None, **elements) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def textured_brain(rng: np.random.Generator, tumour: bool, size: int = 192) -> np.ndarray:
+    """A varied synthetic slice: ellipse of random shape and texture, optionally a bright blob.
+
+    The random texture keeps any two slices below the near-duplicate
+    correlation, so a dataset of them splits into many clusters.
+    """
+    image = np.zeros((size, size), np.uint8)
+    centre = (int(size / 2 + rng.integers(-10, 10)), int(size / 2 + rng.integers(-10, 10)))
+    axes = (int(size * rng.uniform(0.28, 0.4)), int(size * rng.uniform(0.32, 0.45)))
+    cv2.ellipse(image, centre, axes, float(rng.uniform(-20, 20)), 0, 360, 150, -1)
+    noise = cv2.GaussianBlur(rng.normal(0, 1, (size, size)), (0, 0), 6)
+    noise *= 40 / noise.std()
+    image = np.where(image > 0, np.clip(image + noise, 50, 235), 0).astype(np.uint8)
+    if tumour:
+        blob = (centre[0] + int(rng.integers(-30, 30)), centre[1] + int(rng.integers(-30, 30)))
+        cv2.circle(image, blob, int(rng.integers(10, 22)), 255, -1)
+    return image
+
+
+def write_dataset(root, per_class: int, seed: int = 0, folders=("yes", "no")) -> None:
+    """A two-folder JPEG dataset of textured brains: tumour folder first."""
+    from pathlib import Path
+
+    rng = np.random.default_rng(seed)
+    for folder, tumour in zip(folders, (True, False)):
+        (Path(root) / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = textured_brain(rng, tumour)
+            (Path(root) / folder / f"{folder}{i}.jpg").write_bytes(encode(image, "JPEG", quality=92))

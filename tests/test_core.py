@@ -1,0 +1,123 @@
+"""The brain crop on drawn slices, and a tiny train -> save -> load round trip."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from _images import brain, textured_brain, write_dataset
+
+from preprocessing import InvalidImageError, PreprocessConfig, crop_brain, preprocess, to_input
+
+
+def test_crop_finds_the_ellipse_bounding_box():
+    image = np.zeros((300, 400), np.uint8)
+    cv2.ellipse(image, (220, 140), (90, 110), 0, 0, 360, 180, -1)
+    cropped = crop_brain(image)
+    # Erode x2 then dilate x2 gives back the ellipse to within a pixel or two.
+    assert abs(cropped.shape[0] - 221) <= 3 and abs(cropped.shape[1] - 181) <= 3
+    # The ellipse reaches within two pixels of all four sides: no black margin.
+    for border in (cropped[:2], cropped[-2:], cropped[:, :2], cropped[:, -2:]):
+        assert border.max() == 180
+
+
+def test_crop_keeps_a_tumour_blob_inside():
+    rng = np.random.default_rng(1)
+    image = textured_brain(rng, tumour=True)
+    cropped = crop_brain(image)
+    assert (cropped == 255).sum() == (image == 255).sum()
+
+
+def test_crop_refuses_blank_and_speck():
+    with pytest.raises(InvalidImageError, match="No brain"):
+        crop_brain(np.zeros((256, 256), np.uint8))
+    speck = np.zeros((256, 256), np.uint8)
+    speck[100:106, 100:106] = 255
+    with pytest.raises(InvalidImageError, match="No brain"):
+        crop_brain(speck)
+
+
+@pytest.mark.parametrize("size,channels", [(96, 1), (150, 3)])
+def test_to_input_shape_and_range(size, channels):
+    x = to_input(brain(), PreprocessConfig(image_size=size, channels=channels))
+    assert x.shape == (size, size, channels) and x.dtype == np.float32
+    assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.5
+
+
+def test_preprocess_bytes_and_array_agree():
+    from _images import encode
+
+    image = brain()
+    _, from_array = preprocess(image)
+    _, from_png = preprocess(encode(image))
+    np.testing.assert_array_equal(from_array, from_png)
+
+
+@pytest.mark.slow
+def test_tiny_training_round_trip(tmp_path):
+    """train.py end to end on drawn slices; the saved model reloads to identical outputs."""
+    import train
+    from detector import BrainTumorDetector
+
+    data = tmp_path / "data"
+    write_dataset(data, per_class=40, folders=("tumor", "normal"))
+    out = tmp_path / "model"
+    argv = ["--data", str(data), "--out", str(out), "--epochs", "2", "--ae-epochs", "1",
+            "--image-size", "48", "--verbose", "0"]  # fmt: skip
+    assert train.main(argv) == 0
+
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "classifier.keras", "autoencoder.keras", "README.md", "split.json"} <= names
+    assert {"roc.png", "confusion.png", "accuracy_curve.png", "loss_curve.png"} <= names
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model")]  # no staging left
+    config = json.loads((out / "config.json").read_text())
+    assert config["preprocessing"]["image_size"] == 48
+    assert 0 <= config["metrics"]["test"]["auroc"]["value"] <= 1
+    split = json.loads((out / "split.json").read_text())
+    assert len(split) == 80 and {e["split"] for e in split.values()} == {"train", "val", "test"}
+    assert config["split"]["max_test_correlation"] < 0.95
+
+    detector = BrainTumorDetector.from_pretrained(out)
+    files = sorted(data.glob("*/*.jpg"))[:6]
+    first = [r.tumor_probability for r in detector.predict_batch(files)]
+    detector.save_pretrained(tmp_path / "copy")
+    again = BrainTumorDetector.from_pretrained(tmp_path / "copy")
+    assert [r.tumor_probability for r in again.predict_batch(files)] == first
+    # One at a time gives what the batch gave.
+    assert [detector.predict(f).tumor_probability for f in files] == pytest.approx(first, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_retraining_replaces_the_model_directory_whole(tmp_path, monkeypatch):
+    """A crash while saving leaves the previous model untouched."""
+    import train
+    from detector import BrainTumorDetector
+
+    data = tmp_path / "data"
+    write_dataset(data, per_class=30)
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "config.json").write_text('{"previous": true}')
+
+    def crash(self, directory):
+        (directory / "classifier.keras").write_text("half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(BrainTumorDetector, "_save_pretrained", crash)
+    argv = ["--data", str(data), "--out", str(out), "--epochs", "1", "--ae-epochs", "1",
+            "--image-size", "32", "--verbose", "0"]  # fmt: skip
+    with pytest.raises(OSError, match="disk full"):
+        train.main(argv)
+    assert [p.name for p in out.iterdir()] == ["config.json"]
+    assert json.loads((out / "config.json").read_text()) == {"previous": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]  # staging removed
+
+
+def test_unknown_class_folders_are_refused(tmp_path):
+    from detector.data import load_slices
+
+    write_dataset(tmp_path, per_class=3, folders=("cats", "dogs"))
+    with pytest.raises(ValueError, match="class folders"):
+        load_slices(str(tmp_path))
