@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ae-epochs", type=int, default=20, help="autoencoder epochs")
     parser.add_argument("--image-size", type=int, help="input side in pixels (default: per architecture)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare-with", nargs="*", type=Path, default=[], metavar="DIR",
+                        help="model dirs (e.g. --arch report runs) whose test metrics the card shows beside these")
     parser.add_argument("--push-to-hub", metavar="USER/REPO", help="upload the model directory after training")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--verbose", type=int, default=2, help="Keras progress: 0 silent, 1 bar, 2 line per epoch")
@@ -71,6 +73,7 @@ def main(argv=None) -> int:
     started = time.time()
     detector = train(args, recipe, cfg)
     detector.config["training"]["total_seconds"] = round(time.time() - started)
+    detector.config["baselines"] = [baseline(d, detector.assets["split.json"]) for d in args.compare_with]
     save_atomically(detector, args.out)
     print_summary(detector.config, args.out)
     if args.push_to_hub:
@@ -223,6 +226,17 @@ def split_json(slices, split: dict, clusters: np.ndarray) -> bytes:
     return (json.dumps(entries, indent=1, sort_keys=True) + "\n").encode()
 
 
+def baseline(model_dir: Path, our_split: bytes) -> dict:
+    """Another trained model's test metrics, and whether it was tested on our split."""
+    config = json.loads((model_dir / "config.json").read_text())
+    same_split = (model_dir / "split.json").read_bytes() == our_split
+    return {
+        "name": model_dir.name, "arch": config["arch"], "split": config["split"]["method"],
+        "same_test_set": same_split, "test": config["metrics"]["test"],
+        "fit_seconds": config["training"]["fit_seconds"],
+    }  # fmt: skip
+
+
 def save_atomically(detector, out: Path) -> None:
     """Write into a temp dir beside ``out``, then swap it in: never a half model."""
     out = out.resolve()
@@ -260,6 +274,10 @@ def print_summary(config: dict, out: Path) -> None:
     ]
     for name, value in rows:
         print(f"{name:<22}{value:>8}")
+    for b in config.get("baselines", []):
+        same = "same test set" if b["same_test_set"] else "its own test set"
+        print(f"{b['name']} ({b['arch']}, {b['split']} split, {same}): "
+              f"accuracy {b['test']['accuracy']['value']:.3f}, AUROC {b['test']['auroc']['value']:.3f}")  # fmt: skip
     print(f"\nModel written to {out}")
 
 

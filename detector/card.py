@@ -9,6 +9,7 @@ metrics (a test model) renders "not evaluated" instead of failing.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -38,9 +39,12 @@ PLOT_CAPTIONS = {
 def render_model_card(config: dict, assets: dict) -> str:
     """README.md for a model directory: Hub metadata + the filled template."""
     card = ModelCard.from_template(
-        card_data(config), template_str=TEMPLATE.read_text(), **card_context(config, assets)
+        card_data(config),
+        template_str=TEMPLATE.read_text(encoding="utf-8"),
+        **card_context(config, assets),
     )
-    return str(card)
+    # Optional sections leave blank lines behind; Markdown needs at most one.
+    return re.sub(r"\n{3,}", "\n\n", str(card))
 
 
 # ---------------------------------------------------------------- metadata
@@ -53,7 +57,15 @@ def card_data(config: dict) -> ModelCardData:
         library_name="keras",
         pipeline_tag="image-classification",
         license="mit",
-        tags=["medical-imaging", "mri", "brain-tumor", "keras", "tensorflow", "br35h", "anomaly-detection"],
+        tags=[
+            "medical-imaging",
+            "mri",
+            "brain-tumor",
+            "keras",
+            "tensorflow",
+            "br35h",
+            "anomaly-detection",
+        ],
         eval_results=results or None,
     )
 
@@ -83,18 +95,21 @@ def eval_results(test_metrics: dict) -> list[EvalResult]:
 # ----------------------------------------------------------------- context
 def card_context(config: dict, assets: dict) -> dict:
     metrics = _metrics(config)
-    report = metrics.get("report_network") or {}
+    others = comparisons(config)
     split = config.get("split") or {}
     band = config.get("inconclusive_band")
     training = config.get("training") or {}
     return {
         "n_test": metrics.get("test", {}).get("n") or NOT_EVALUATED,
-        "results": results_rows(metrics.get("test", {}), report.get("test"), report.get("random_split_test")),
-        "has_report_network": bool(report),
+        "comparisons": [header for header, _ in others],
+        "results": results_rows(metrics.get("test", {}), *[test for _, test in others]),
         "results_excluding_suspects": results_rows(metrics.get("test_excluding_suspects") or {}),
         "has_excluding_suspects": bool(metrics.get("test_excluding_suspects")),
         "evaluated": bool(eval_results(metrics.get("test", {}))),
-        "split": {key: split.get(key, "?") for key in ("method", "threshold", "clusters", "train", "val", "test")}
+        "split": {
+            key: split.get(key, "?")
+            for key in ("method", "threshold", "clusters", "train", "val", "test")
+        }
         if split
         else None,
         "max_test_correlation": fmt_number(split.get("max_test_correlation")),
@@ -123,14 +138,36 @@ def input_shape(preprocessing: dict) -> str:
     return f"{size}×{size} pixels, {'grey' if channels == 1 else f'{channels} channels'}"
 
 
-def results_rows(test: dict, report_same_split: dict | None = None, report_random: dict | None = None):
+def comparisons(config: dict) -> list[tuple[str, dict]]:
+    """(column header, test metrics) of the other networks to show beside this one.
+
+    Two sources: metrics.report_network (the report's CNN run by the trainer)
+    and baselines (other model directories named with train.py --compare-with).
+    """
+    report = _metrics(config).get("report_network") or {}
+    columns = []
+    if report.get("test"):
+        columns.append(("Report's CNN, same split", report["test"]))
+    if report.get("random_split_test"):
+        columns.append(("Report's CNN, random split (leaky)", report["random_split_test"]))
+    for baseline in config.get("baselines") or []:
+        network = (
+            "Report's CNN" if baseline.get("arch") == "report" else f"{baseline.get('arch')} CNN"
+        )
+        if baseline.get("same_test_set"):
+            where = "same test set"
+        else:
+            where = f"{baseline.get('split', '?')} split, its own test set"
+        columns.append(
+            (f"{network} (`{baseline.get('name')}`), {where}", baseline.get("test") or {})
+        )
+    return columns
+
+
+def results_rows(*tests: dict) -> list[dict]:
+    """One row per headline metric: its name, then one formatted cell per model."""
     return [
-        {
-            "name": name,
-            "model": fmt_metric(test.get(key)),
-            "report_same_split": fmt_metric((report_same_split or {}).get(key)),
-            "report_random_split": fmt_metric((report_random or {}).get(key)),
-        }
+        {"name": name, "cells": [fmt_metric((test or {}).get(key)) for test in tests]}
         for key, name in HEADLINE_METRICS.items()
     ]
 
@@ -139,7 +176,10 @@ def plots(assets: dict) -> list[dict]:
     """Only the plots this model directory actually holds, known ones first."""
     known = [name for name in PLOT_CAPTIONS if name in assets]
     others = sorted(n for n in assets if n.endswith(".png") and n not in PLOT_CAPTIONS)
-    return [{"file": name, "caption": PLOT_CAPTIONS.get(name, name[:-4].replace("_", " "))} for name in known + others]
+    return [
+        {"file": name, "caption": PLOT_CAPTIONS.get(name, name[:-4].replace("_", " "))}
+        for name in known + others
+    ]
 
 
 # -------------------------------------------------------------- formatting

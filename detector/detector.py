@@ -164,10 +164,12 @@ class BrainTumorDetector(
         (save_directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=2) + "\n")
         for name, data in self.assets.items():
             (save_directory / name).write_bytes(data)
-        (save_directory / "README.md").write_text(render_model_card(self.config, self.assets))
+        (save_directory / "README.md").write_text(
+            render_model_card(self.config, self.assets), encoding="utf-8"
+        )
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "BrainTumorDetector":
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> BrainTumorDetector:
         """A local model directory, or a Hub repo id ("user/repo", revision=... to pin it).
 
         Hub failures (offline and not cached, no such repo or revision) raise
@@ -195,7 +197,7 @@ class BrainTumorDetector(
         local_files_only: bool,
         token,
         **model_kwargs,
-    ) -> "BrainTumorDetector":
+    ) -> BrainTumorDetector:
         local = Path(model_id)
         if local.is_dir():
             paths = {name: local / name for name in MODEL_FILES}

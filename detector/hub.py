@@ -43,7 +43,11 @@ def _transport_errors() -> tuple[type[Exception], ...]:
     """Connection and timeout errors of whichever HTTP client huggingface_hub uses
     (httpx2 in 2.x, httpx in 1.x, requests in 0.x): they are not OSErrors."""
     errors: list[type[Exception]] = [ConnectionError, TimeoutError]
-    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "RequestException")):
+    for module, name in (
+        ("httpx2", "TransportError"),
+        ("httpx", "TransportError"),
+        ("requests", "RequestException"),
+    ):
         try:
             errors.append(getattr(importlib.import_module(module), name))
         except (ImportError, AttributeError):
@@ -59,7 +63,9 @@ DOWNLOAD_ERRORS = (HFValidationError, LocalEntryNotFoundError, *NETWORK_ERRORS)
 
 
 # ------------------------------------------------------------------ publish
-def push_model_dir(detector_or_dir, repo_id: str, private: bool = False, token: str | None = None) -> str:
+def push_model_dir(
+    detector_or_dir, repo_id: str, private: bool = False, token: str | None = None
+) -> str:
     """Upload a model (a BrainTumorDetector or a saved model directory) to the Hub.
 
     Returns the commit URL. Raises PublishError, with a message a person can act
@@ -93,7 +99,9 @@ def _as_detector(detector_or_dir):
     directory = Path(detector_or_dir)
     missing = [name for name in MODEL_FILES if not (directory / name).is_file()]
     if missing:
-        raise PublishError(f"{directory} is not a complete model directory (missing {', '.join(missing)}).")
+        raise PublishError(
+            f"{directory} is not a complete model directory (missing {', '.join(missing)})."
+        )
     return BrainTumorDetector.from_pretrained(directory)
 
 
@@ -103,10 +111,10 @@ def commit_message(config: dict) -> str:
     if metric_value(test.get("accuracy")) is None:
         return "Upload brain-tumour detector (not evaluated)"
     parts = [f"test accuracy {fmt_metric(test['accuracy'])}"]
-    for key, name in (("auroc", "AUROC"), ("sensitivity", "sensitivity"), ("specificity", "specificity")):
+    for key in ("auroc", "sensitivity", "specificity"):
         value = metric_value(test.get(key))
         if value is not None:
-            parts.append(f"{name} {value:.3f}")
+            parts.append(f"{'AUROC' if key == 'auroc' else key} {value:.3f}")
     return "Upload brain-tumour detector: " + ", ".join(parts)
 
 
@@ -125,7 +133,9 @@ def push_failure_message(exc: Exception, repo_id: str) -> str:
 
 
 # ----------------------------------------------------------------- download
-def download_failure_message(exc: Exception, repo_id: str, revision: str | None, cache_dir=None) -> str:
+def download_failure_message(
+    exc: Exception, repo_id: str, revision: str | None, cache_dir=None
+) -> str:
     """Why BrainTumorDetector.from_pretrained(repo_id) failed, and what to do."""
     where = repo_id + (f" (revision {revision!r})" if revision else "")
     if isinstance(exc, HFValidationError):
@@ -137,13 +147,24 @@ def download_failure_message(exc: Exception, repo_id: str, revision: str | None,
     if isinstance(exc, RevisionNotFoundError):
         return f"Revision {revision!r} does not exist in {repo_id} on the Hugging Face Hub."
     if isinstance(exc, RemoteEntryNotFoundError):
-        return f"{where} lacks a model file ({_first_line(exc)}): is it a brain-tumour detector repo?"
+        return (
+            f"{where} lacks a model file ({_first_line(exc)}): is it a brain-tumour detector repo?"
+        )
     if isinstance(exc, (LocalEntryNotFoundError, OfflineModeIsEnabled, *TRANSPORT_ERRORS)):
-        reason = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "the Hub could not be reached"
+        if constants.HF_HUB_OFFLINE:
+            reason, fix = (
+                "offline mode is on (HF_HUB_OFFLINE=1)",
+                "Unset HF_HUB_OFFLINE and connect",
+            )
+        else:
+            reason, fix = (
+                "the Hugging Face Hub could not be reached",
+                "Check the network connection",
+            )
         return (
             f"Could not load {where}: {reason} and its files are not in the local cache "
-            f"({cache_dir or constants.HF_HUB_CACHE}). Connect to the internet (and unset HF_HUB_OFFLINE) "
-            "to download it once, or load a local model directory instead, e.g. 'pretrained'."
+            f"({cache_dir or constants.HF_HUB_CACHE}). {fix} to download it once, "
+            "or load a local model directory instead, e.g. 'pretrained'."
         )
     return f"The Hugging Face Hub could not serve {where}: {_first_line(exc)}"
 

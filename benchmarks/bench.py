@@ -1,0 +1,115 @@
+"""Speed, memory and accuracy of trained models, side by side, as a Markdown table.
+
+    python benchmarks/bench.py pretrained runs/report --data ../shared/data/br35h
+
+Each model is measured in a fresh subprocess so that its peak RSS is its own.
+Accuracy, AUROC and training time are read from the model's config.json,
+which train.py wrote after reading the leak-free test split once (the
+integration test recomputes them from the raw files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def measure(model_dir: Path, data: Path, repeats: int, batch: int) -> dict:
+    """Run inside the subprocess: time the public API on real files."""
+    import numpy as np
+
+    from detector import BrainTumorDetector
+    from preprocessing import preprocess
+
+    every = sorted(data.glob("*/*"))
+    files = every[:: max(1, len(every) // repeats)][:repeats]
+    detector = BrainTumorDetector.from_pretrained(model_dir)
+    detector.predict(files[0])  # warm-up: traces the graph once
+
+    single = []
+    for path in files[:repeats]:
+        started = time.perf_counter()
+        detector.predict(path)
+        single.append((time.perf_counter() - started) * 1000)
+
+    batch_files = (files * (batch // len(files) + 1))[:batch]
+    started = time.perf_counter()
+    detector.predict_batch(batch_files)
+    throughput = batch / (time.perf_counter() - started)
+
+    # The report's way: its CNN alone through model.predict, one image a call.
+    _, x = preprocess(files[0], detector.preprocess_config)
+    detector.classifier.predict(x[None], verbose=0)
+    keras_predict = []
+    for _ in range(min(repeats, 30)):
+        started = time.perf_counter()
+        detector.classifier.predict(x[None], verbose=0)
+        keras_predict.append((time.perf_counter() - started) * 1000)
+
+    config = detector.config
+    test = config["metrics"]["test"]
+    return {
+        "model": model_dir.name,
+        "arch": config["arch"],
+        "split": config["split"]["method"],
+        "accuracy": test["accuracy"]["value"],
+        "auroc": test["auroc"]["value"],
+        "train_s": config["training"]["fit_seconds"],
+        "p50_ms": float(np.percentile(single, 50)),
+        "p95_ms": float(np.percentile(single, 95)),
+        "cnn_model_predict_p50_ms": float(np.percentile(keras_predict, 50)),
+        "batch_per_s": throughput,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "size_mb": sum(p.stat().st_size for p in model_dir.glob("*.keras")) / 2**20,
+    }
+
+
+def table(rows: list[dict]) -> str:
+    header = (
+        "| model | arch | split | test accuracy | test AUROC | training (s) | predict p50 / p95 (ms) "
+        "| report's way: CNN model.predict p50 (ms) | predict_batch (slices/s) | peak RSS (MB) | weights (MB) |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['arch']} | {r['split']} | {r['accuracy']:.3f} | {r['auroc']:.3f} "
+            f"| {r['train_s']} | {r['p50_ms']:.1f} / {r['p95_ms']:.1f} | {r['cnn_model_predict_p50_ms']:.1f} "
+            f"| {r['batch_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['size_mb']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", type=Path, help="model directories")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/br35h")
+    parser.add_argument("--repeats", type=int, default=100, help="single-slice calls to time")
+    parser.add_argument("--batch", type=int, default=256, help="slices in the throughput batch")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # subprocess mode
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.models[0], args.data, args.repeats, args.batch)))
+        return 0
+    rows = []
+    for model in args.models:
+        command = [sys.executable, __file__, str(model), "--one", "--data", str(args.data),
+                   "--repeats", str(args.repeats), "--batch", str(args.batch)]  # fmt: skip
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(output.strip().splitlines()[-1]))
+    print(table(rows))
+    print(f"\n{os.cpu_count()} CPU cores; single-slice times include decode + crop + CNN + autoencoder.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
