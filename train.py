@@ -42,7 +42,7 @@ class Recipe:
 RECIPES = {
     # The report's protocol as published: RGB 150x150, 20 epochs, last epoch.
     "report": Recipe(150, 3, 20, 64, augment=False, select_on_val=False),
-    "default": Recipe(96, 1, 30, 32, augment=True, select_on_val=True),
+    "default": Recipe(96, 1, 24, 32, augment=True, select_on_val=True),
 }
 OOD_QUANTILE = 0.99  # flag the 1 % of validation MRIs the autoencoder finds strangest
 
@@ -58,6 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ae-epochs", type=int, default=20, help="autoencoder epochs")
     parser.add_argument("--image-size", type=int, help="input side in pixels (default: per architecture)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--exclude", type=Path, metavar="FILE",
+                        help="file names (one per line, e.g. no/no26.jpg) to drop from train and val as mislabeled")
+    parser.add_argument("--audit-labels", action="store_true",
+                        help="cross-validate a fast CNN by cluster and publish cleanlab's label suspects (+2 min)")
     parser.add_argument("--compare-with", nargs="*", type=Path, default=[], metavar="DIR",
                         help="model dirs (e.g. --arch report runs) whose test metrics the card shows beside these")
     parser.add_argument("--push-to-hub", metavar="USER/REPO", help="upload the model directory after training")
@@ -84,7 +88,7 @@ def main(argv=None) -> int:
 def train(args, recipe: Recipe, cfg: PreprocessConfig):
     from detector import BrainTumorDetector
     from detector.data import DUPLICATE_CORRELATION, load_slices, split_at_random, split_by_cluster
-    from detector.evaluation import plot_history
+    from detector.evaluation import classification_metrics, plot_history
     from detector.training import fit_autoencoder, fit_classifier
 
     print(f"Loading {args.data} ...", flush=True)
@@ -94,7 +98,10 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         split = split_by_cluster(slices.labels, clusters, args.seed)
     else:
         split = split_at_random(slices.labels, args.seed)
+    excluded = read_exclusions(args.exclude, slices.names)
+    keep = np.array([name not in excluded for name in slices.names])
     train_i, val_i, test_i = split["train"], split["val"], split["test"]
+    train_i, val_i = train_i[keep[train_i]], val_i[keep[val_i]]
     leak = float(slices.max_correlation(test_i, np.concatenate([train_i, val_i])).max())
     if args.split == "cluster" and leak >= DUPLICATE_CORRELATION:
         raise RuntimeError(f"Split leaks: a test slice correlates {leak:.3f} with train/val.")
@@ -129,6 +136,12 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     detector = BrainTumorDetector(classifier, autoencoder, config)
     tune_on_val(detector, x[val_i], y[val_i])
     evaluate_on_test(detector, x[test_i], y[test_i], [slices.crops[i] for i in test_i])
+    if excluded:
+        clean = test_i[keep[test_i]]
+        p, _ = detector.predict_arrays(x[clean])
+        detector.config["metrics"]["test_excluding_suspects"] = classification_metrics(y[clean], p)
+    if args.audit_labels:
+        audit_labels(detector, slices, clusters, excluded, args.seed)
     detector.config["split"] = {
         "method": args.split, "threshold": DUPLICATE_CORRELATION, "clusters": int(clusters.max() + 1),
         "train": len(train_i), "val": len(val_i), "test": len(test_i),
@@ -138,10 +151,43 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "data": Path(args.data).name, "epochs": len(history["loss"]), "ae_epochs": args.ae_epochs,
         "batch_size": recipe.batch_size, "augment": recipe.augment, "seed": args.seed,
         "fit_seconds": fit_seconds, "skipped_files": len(slices.skipped),
+        "excluded_from_train_val": sorted(excluded),
     }  # fmt: skip
     detector.assets.update(plot_history(history))
-    detector.assets["split.json"] = split_json(slices, split, clusters)
+    detector.assets["split.json"] = split_json(slices, split, clusters, excluded)
     return detector
+
+
+def read_exclusions(path: Path | None, names: list[str]) -> set[str]:
+    """The listed file names (comments and blanks ignored); unknown names are an error."""
+    if path is None:
+        return set()
+    listed = {line.strip() for line in path.read_text().splitlines()}
+    listed = {name for name in listed if name and not name.startswith("#")}
+    unknown = listed - set(names)
+    if unknown:
+        raise SystemExit(f"{path}: not in the dataset: {sorted(unknown)[:5]}")
+    return listed
+
+
+def audit_labels(detector, slices, clusters, excluded: set[str], seed: int) -> None:
+    """Out-of-fold predictions -> cleanlab suspects, published in the model directory."""
+    from sklearn.metrics import roc_auc_score
+
+    from detector.audit import find_suspects, out_of_fold_probabilities, suspects_csv, suspects_plot
+
+    print("Label audit (3-fold cross-validation by cluster) ...", flush=True)
+    oof = out_of_fold_probabilities(slices, clusters, seed=seed)
+    suspects = find_suspects(slices.labels, oof)
+    detector.assets["label_suspects.csv"] = suspects_csv(slices, suspects, oof, excluded)
+    detector.assets["label_suspects.png"] = suspects_plot(slices, suspects, oof)
+    detector.config["label_audit"] = {
+        "method": "cleanlab find_label_issues on 3-fold out-of-fold P(tumour), folds by cluster",
+        "oof_accuracy": round(float(np.mean((oof >= 0.5) == slices.labels)), 4),
+        "oof_auroc": round(float(roc_auc_score(slices.labels, oof)), 4),
+        "suspects": [slices.names[i] for i in suspects],
+        "confirmed_and_excluded": sorted(excluded),
+    }
 
 
 def tune_on_val(detector, x_val: np.ndarray, y_val: np.ndarray) -> None:
@@ -214,14 +260,16 @@ def example_plots(detector, x_test, y_test, p, crops) -> dict[str, bytes]:
     return {"test_examples.png": examples, "reconstructions.png": plot_examples(images, captions, columns=2)}
 
 
-def split_json(slices, split: dict, clusters: np.ndarray) -> bytes:
-    """sha256 of each file -> its split, file name, label and cluster."""
+def split_json(slices, split: dict, clusters: np.ndarray, excluded: set[str]) -> bytes:
+    """sha256 of each file -> its split, file name, label, cluster, and whether
+    it was left out of training as mislabeled."""
     entries = {}
     for name, index in split.items():
         for i in index:
             entries[slices.sha256[i]] = {
                 "split": name, "file": slices.names[i],
                 "label": int(slices.labels[i]), "cluster": int(clusters[i]),
+                "excluded": slices.names[i] in excluded,
             }  # fmt: skip
     return (json.dumps(entries, indent=1, sort_keys=True) + "\n").encode()
 

@@ -115,6 +115,39 @@ def test_retraining_replaces_the_model_directory_whole(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]  # staging removed
 
 
+@pytest.mark.slow
+def test_label_audit_and_exclusions(tmp_path):
+    """--exclude keeps listed files out of train/val; --audit-labels publishes suspects."""
+    import csv
+
+    import train
+
+    data = tmp_path / "data"
+    write_dataset(data, per_class=30)
+    # Two deliberately swapped labels: a tumour slice filed under no/ and vice versa.
+    (data / "yes" / "yes0.jpg").rename(data / "no" / "swapped_yes0.jpg")
+    (data / "no" / "no0.jpg").rename(data / "yes" / "swapped_no0.jpg")
+    exclusions = tmp_path / "exclusions.txt"
+    exclusions.write_text("# confirmed\nno/swapped_yes0.jpg\n")
+    out = tmp_path / "model"
+    argv = ["--data", str(data), "--out", str(out), "--epochs", "1", "--ae-epochs", "1",
+            "--image-size", "32", "--verbose", "0", "--exclude", str(exclusions), "--audit-labels"]  # fmt: skip
+    assert train.main(argv) == 0
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["excluded_from_train_val"] == ["no/swapped_yes0.jpg"]
+    entry = [e for e in json.loads((out / "split.json").read_text()).values() if e["excluded"]]
+    assert [e["file"] for e in entry] == ["no/swapped_yes0.jpg"]
+    rows = list(csv.DictReader((out / "label_suspects.csv").open()))
+    assert rows == [] or set(rows[0]) >= {"file", "given_label", "oof_p_tumor"}
+    assert (out / "label_suspects.png").is_file()
+    assert config["label_audit"]["suspects"] == [r["file"] for r in rows]
+
+    exclusions.write_text("no/not_there.jpg\n")
+    with pytest.raises(SystemExit, match="not in the dataset"):
+        train.main(argv)
+
+
 def test_unknown_class_folders_are_refused(tmp_path):
     from detector.data import load_slices
 
