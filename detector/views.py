@@ -1,0 +1,212 @@
+"""What the app shows: a detector's answers turned into images, text and table rows.
+
+Presentation only: every number comes from BrainTumorDetector; this module
+decides how it reads to a person (verdict wording, the About page, the batch
+table), so app.py can stay layout and callbacks.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from preprocessing import InvalidImageError, decode
+from preprocessing.decode import NIFTI_SUFFIXES
+from preprocessing.medical import nifti_slice_count
+
+from .card import HEADLINE_METRICS, fmt_metric, fmt_number
+from .card import plots as plot_files
+from .detector import BrainTumorDetector, Prediction
+from .explain import overlay
+
+DISCLAIMER = "Research demo, not a medical device: do not use it to diagnose or treat anyone."
+BATCH_COLUMNS = ["file", "tumor_probability", "label", "anomaly_score", "note"]
+OUT_OF_DISTRIBUTION = "unlike the training MRIs"
+
+
+@dataclass
+class SliceView:
+    """One analysed slice, every image at the cropped brain's own size."""
+
+    prediction: Prediction
+    cropped: np.ndarray  # uint8 grey
+    grad_cam: np.ndarray  # uint8 RGB: the heat map over the cropped brain
+    reconstruction: np.ndarray  # uint8 grey
+    error_map: np.ndarray  # uint8 grey
+
+
+def analyse(detector: BrainTumorDetector, source, slice_index: int | None = None) -> SliceView:
+    """Predict and explain one slice; raises InvalidImageError for bad input."""
+    prediction = detector.predict(source, slice_index=slice_index)
+    heat = detector.explain(source, slice_index=slice_index)
+    cropped = prediction.cropped
+    return SliceView(
+        prediction=prediction,
+        cropped=cropped,
+        grad_cam=overlay(cropped, heat),
+        # The networks see the crop squashed to a square; stretching their
+        # output back lines it up with the crop beside it.
+        reconstruction=_resize_like(prediction.reconstruction, cropped),
+        error_map=_resize_like(prediction.error_map, cropped),
+    )
+
+
+def _resize_like(image: np.ndarray, target: np.ndarray) -> np.ndarray:
+    return cv2.resize(image, target.shape[::-1], interpolation=cv2.INTER_LINEAR)
+
+
+# ------------------------------------------------------------------ uploads
+def is_volume(path) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def slice_count(path) -> int:
+    """Axial slices in a NIfTI file (1 for anything else)."""
+    if not is_volume(path):
+        return 1
+    return nifti_slice_count(Path(path).read_bytes(), Path(path).name)
+
+
+def preview(path, slice_index: int | None = None) -> np.ndarray:
+    """The uploaded slice as the decoder sees it (grey uint8), before the crop."""
+    return decode(path, slice_index=slice_index)
+
+
+# ------------------------------------------------------------------ verdict
+def confidences(prediction: Prediction) -> dict[str, float] | str:
+    """gr.Label value: P(tumour) and P(normal), or a warning instead when out of distribution.
+
+    Bars for an input unlike the training MRIs would read as a finding; they are not one.
+    """
+    if prediction.out_of_distribution:
+        return OUT_OF_DISTRIBUTION
+    p = prediction.tumor_probability
+    return {"tumour": p, "normal": 1.0 - p}
+
+
+def verdict(prediction: Prediction, config: dict) -> str:
+    """One Markdown line that says what the numbers mean, and what they do not."""
+    p = f"P(tumour) = {prediction.tumor_probability:.2f}"
+    if prediction.out_of_distribution:
+        return (
+            f"⚠️ **Not a finding: this image is {OUT_OF_DISTRIBUTION}** (anomaly score "
+            f"{prediction.anomaly_score:.3g} > threshold {config['anomaly_threshold']:.3g}). "
+            f"It may not be an axial brain MRI slice; its {p} means nothing here."
+        )
+    if prediction.label == "inconclusive":
+        low, high = config["inconclusive_band"]
+        return (
+            f"**Inconclusive**: {p} lies inside the uncertainty band [{low:.2f}, {high:.2f}], "
+            "where the model's answers are unreliable."
+        )
+    if prediction.label == "tumor":
+        return f"**Tumour suspected**: {p}."
+    return f"**No tumour seen**: {p}."
+
+
+def details(prediction: Prediction, config: dict) -> dict:
+    """The JSON panel and API payload: the prediction plus the thresholds that judged it."""
+    return {
+        **prediction.as_dict(),
+        "decision_threshold": config["decision_threshold"],
+        "inconclusive_band": list(config["inconclusive_band"]),
+        "anomaly_threshold": config["anomaly_threshold"],
+    }
+
+
+# -------------------------------------------------------------------- batch
+def batch_row(detector: BrainTumorDetector, path) -> list:
+    """One table row; a bad file reports its error here instead of stopping the batch."""
+    name = Path(path).name
+    try:
+        prediction = detector.predict(path)
+    except InvalidImageError as exc:
+        return [name, None, "error", None, str(exc)]
+    note = OUT_OF_DISTRIBUTION if prediction.out_of_distribution else ""
+    return [
+        name,
+        round(prediction.tumor_probability, 4),
+        prediction.label,
+        round(prediction.anomaly_score, 5),
+        note,
+    ]
+
+
+def write_csv(rows: list[list], path) -> Path:
+    path = Path(path)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(BATCH_COLUMNS)
+        writer.writerows(["" if cell is None else cell for cell in row] for row in rows)
+    return path
+
+
+# -------------------------------------------------------------------- about
+def about_markdown(config: dict) -> str:
+    """Metrics, thresholds and limits, from the model's config.json."""
+    metrics = config.get("metrics") or {}
+    test = metrics.get("test") or {}
+    rows = "\n".join(
+        f"| {name} | {fmt_metric(test.get(key))} |" for key, name in HEADLINE_METRICS.items()
+    )
+    band = config["inconclusive_band"]
+    n_test = f"{test['n']} slices; " if test.get("n") else ""
+    if (config.get("split") or {}).get("method", "cluster") == "cluster":
+        split = (
+            "split by near-duplicate clusters, so that no copy of a test scan was seen in training"
+        )
+    else:
+        split = "a random split: copies of test scans may be in training, so these are optimistic"
+    return f"""\
+# ⚠️ {DISCLAIMER}
+
+This app shows what a small convolutional network makes of one brain-MRI slice.
+It has not been validated on patients, scanners or hospitals, and it can be wrong
+with high confidence. A clinician reading the scan is the only diagnosis.
+
+## How well it did on held-out slices
+
+Test slices of Br35H, {split} ({n_test}95 % bootstrap intervals).
+
+| metric | value [95 % CI] |
+| --- | --- |
+{rows}
+
+The autoencoder's reconstruction error alone separates tumour from normal with
+AUROC {fmt_number(metrics.get("autoencoder_test_auroc"))}; the app uses it to
+flag inputs unlike the training MRIs, not to diagnose.
+
+## How to read the output
+
+- **P(tumour)** is the classifier's probability; the decision threshold is
+  {fmt_number(config.get("decision_threshold"))}.
+- Between {fmt_number(band[0])} and {fmt_number(band[1])} the answer is
+  **inconclusive**: the model is unreliable there.
+- An **anomaly score** above {fmt_number(config.get("anomaly_threshold"), ".3g")} means the
+  input is unlike the training MRIs (another modality, another body part, a
+  photo): the probability is then not a finding.
+- **Grad-CAM** shows where the classifier looked, coarsely; it does not outline a tumour.
+
+## Limits
+
+- Trained on Br35H only: about 3,000 axial 2-D JPEG slices of unknown scanners
+  and sequences, re-encoded and resized. Other sources may fare worse.
+- Some labels are wrong (masses in the "normal" folder, a CT in the "tumour" one);
+  the test metrics are computed against the labels as published.
+- One slice at a time: no 3-D context, no tumour type, size or location.
+- DICOM and NIfTI are read, but the model never saw them in training.
+"""
+
+
+def plots(assets: dict) -> list[tuple[np.ndarray, str]]:
+    """The model directory's plots as (RGB image, caption), in the model card's order."""
+    gallery = []
+    for plot in plot_files(assets):
+        image = cv2.imdecode(np.frombuffer(assets[plot["file"]], np.uint8), cv2.IMREAD_COLOR)
+        if image is not None:  # a broken plot is left out, not fatal
+            gallery.append((cv2.cvtColor(image, cv2.COLOR_BGR2RGB), plot["caption"]))
+    return gallery

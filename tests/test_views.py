@@ -1,0 +1,66 @@
+"""detector.views: how a prediction reads in the app (no server, no network)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from detector import InvalidImageError, Prediction, views
+
+CONFIG = {
+    "decision_threshold": 0.5,
+    "inconclusive_band": [0.4, 0.6],
+    "anomaly_threshold": 0.02,
+    "metrics": {"test": {"n": 500, "accuracy": {"value": 0.9, "ci95": [0.87, 0.93]}}},
+}
+
+
+def prediction(p: float, label: str, ood: bool = False) -> Prediction:
+    grey = np.zeros((8, 8), np.uint8)
+    score = 0.05 if ood else 0.01
+    return Prediction(p, label, score, ood, grey, grey, grey)
+
+
+def test_in_distribution_shows_both_probabilities():
+    assert views.confidences(prediction(0.9, "tumor")) == {
+        "tumour": 0.9,
+        "normal": pytest.approx(0.1),
+    }
+    assert views.verdict(prediction(0.9, "tumor"), CONFIG).startswith("**Tumour suspected**")
+    assert views.verdict(prediction(0.1, "normal"), CONFIG).startswith("**No tumour seen**")
+
+
+def test_inside_the_band_is_inconclusive():
+    text = views.verdict(prediction(0.55, "inconclusive"), CONFIG)
+    assert "Inconclusive" in text and "[0.40, 0.60]" in text
+
+
+def test_out_of_distribution_is_not_presented_as_a_finding():
+    ood = prediction(0.97, "inconclusive", ood=True)
+    assert views.confidences(ood) == views.OUT_OF_DISTRIBUTION  # no bars
+    text = views.verdict(ood, CONFIG)
+    assert "Not a finding" in text and "0.05 > threshold 0.02" in text
+
+
+class FakeDetector:
+    def predict(self, path):
+        if str(path).endswith(".txt"):
+            raise InvalidImageError("This file is not an image we can read.")
+        return prediction(0.8, "tumor")
+
+
+def test_batch_row_keeps_a_bad_file_in_its_row(tmp_path):
+    rows = [views.batch_row(FakeDetector(), name) for name in ("/x/a.jpg", "/x/b.txt")]
+    assert rows[0] == ["a.jpg", 0.8, "tumor", 0.01, ""]
+    assert rows[1] == ["b.txt", None, "error", None, "This file is not an image we can read."]
+    with views.write_csv(rows, tmp_path / "p.csv").open(newline="") as f:
+        assert list(csv.reader(f))[2] == ["b.txt", "", "error", "", rows[1][4]]
+
+
+def test_about_has_disclaimer_metrics_and_thresholds():
+    text = views.about_markdown(CONFIG)
+    assert views.DISCLAIMER in text
+    assert "0.900 [0.870, 0.930]" in text and "500 slices" in text
+    assert "not evaluated" in text  # AUROC, sensitivity... are absent
