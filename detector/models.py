@@ -81,14 +81,21 @@ def _default_cnn(image_size: int, channels: int, steps: int, width: int = 24) ->
 
 
 def build_autoencoder(image_size: int, channels: int, width: int = 32) -> keras.Model:
-    """A convolutional autoencoder: three stride-2 stages down, three up."""
+    """A convolutional autoencoder: three stride-2 stages down, three up.
+
+    Sides that are not a multiple of 8 are zero-padded on the way in and
+    cropped on the way out, so any input size reconstructs to itself.
+    """
     inputs = keras.Input((image_size, image_size, channels))
-    x = inputs
+    pad = (-image_size) % 8
+    x = layers.ZeroPadding2D(((0, pad), (0, pad)))(inputs) if pad else inputs
     for filters in (width, 2 * width, 4 * width):
         x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
     for filters in (4 * width, 2 * width, width):
         x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu")(x)
     outputs = layers.Conv2D(channels, 3, padding="same", activation="sigmoid")(x)
+    if pad:
+        outputs = layers.Cropping2D(((0, pad), (0, pad)))(outputs)
     model = keras.Model(inputs, outputs, name="autoencoder")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     return model

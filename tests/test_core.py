@@ -46,6 +46,16 @@ def test_to_input_shape_and_range(size, channels):
     assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.5
 
 
+@pytest.mark.parametrize("size,channels", [(96, 1), (150, 3), (45, 1)])
+def test_networks_accept_any_input_size(size, channels):
+    from detector.models import build_autoencoder, build_classifier
+
+    x = np.zeros((2, size, size, channels), np.float32)
+    assert build_autoencoder(size, channels)(x).shape == x.shape
+    for arch in ("default", "report"):
+        assert build_classifier(arch, size, channels)(x).shape == (2, 1)
+
+
 def test_preprocess_bytes_and_array_agree():
     from _images import encode
 
