@@ -65,11 +65,18 @@ class BrainTumorDetector(
         self.assets = dict(assets or {})
         self.preprocess_config = PreprocessConfig.from_dict(config["preprocessing"])
         size, channels = self.preprocess_config.image_size, self.preprocess_config.channels
+        flip = config.get("tta_flip", False)
+
+        def forward(x):
+            p = classifier(x, training=False)
+            if flip:  # test-time augmentation: average with the mirror image
+                p = (p + classifier(tf.reverse(x, axis=[2]), training=False)) / 2
+            return p, autoencoder(x, training=False)
+
         # One compiled graph for both networks: model.predict costs ~35 ms of
         # per-call overhead, far more than the networks themselves.
         self._forward = tf.function(
-            lambda x: (classifier(x, training=False), autoencoder(x, training=False)),
-            input_signature=[tf.TensorSpec([None, size, size, channels], tf.float32)],
+            forward, input_signature=[tf.TensorSpec([None, size, size, channels], tf.float32)]
         )
 
     # ------------------------------------------------------------------ predict
