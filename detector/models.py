@@ -80,8 +80,11 @@ def _default_cnn(image_size: int, channels: int, steps: int, width: int = 24) ->
     return model
 
 
-def build_autoencoder(image_size: int, channels: int, width: int = 32) -> keras.Model:
+def build_autoencoder(image_size: int, channels: int, width: int = 16) -> keras.Model:
     """A convolutional autoencoder: three stride-2 stages down, three up.
+
+    The decoder narrows as it grows (its full-resolution layers would
+    otherwise cost ten times the classifier).
 
     Sides that are not a multiple of 8 are zero-padded on the way in and
     cropped on the way out, so any input size reconstructs to itself.
@@ -91,7 +94,7 @@ def build_autoencoder(image_size: int, channels: int, width: int = 32) -> keras.
     x = layers.ZeroPadding2D(((0, pad), (0, pad)))(inputs) if pad else inputs
     for filters in (width, 2 * width, 4 * width):
         x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
-    for filters in (4 * width, 2 * width, width):
+    for filters in (2 * width, width, width // 2):
         x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu")(x)
     outputs = layers.Conv2D(channels, 3, padding="same", activation="sigmoid")(x)
     if pad:
