@@ -25,23 +25,21 @@ def build_classifier(arch: str, image_size: int, channels: int, steps: int = 100
 
 
 def _report_cnn(image_size: int, channels: int) -> keras.Model:
-    """The 2023 report's network, layer for layer, with its optimiser."""
-    model = keras.Sequential(
-        [
-            keras.Input((image_size, image_size, channels)),
-            layers.Conv2D(32, 3, activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(32, 3, activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(64, 3, activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Flatten(),
-            layers.Dense(64, activation="relu"),
-            layers.Dropout(0.5),
-            layers.Dense(1, activation="sigmoid"),
-        ],
-        name="report_cnn",
-    )
+    """The 2023 report's network, layer for layer, with its optimiser.
+
+    Built functionally rather than as a Sequential so that it exposes
+    .input/.output like the other networks (saving and Grad-CAM use them).
+    """
+    inputs = keras.Input((image_size, image_size, channels))
+    x = inputs
+    for filters in (32, 32, 64):
+        x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    outputs = layers.Dense(1, activation="sigmoid")(x)
+    model = keras.Model(inputs, outputs, name="report_cnn")
     model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
     return model
 

@@ -56,6 +56,22 @@ def test_networks_accept_any_input_size(size, channels):
         assert build_classifier(arch, size, channels)(x).shape == (2, 1)
 
 
+@pytest.mark.parametrize("arch", ["default", "report"])
+def test_every_architecture_saves_loads_and_explains(arch, tmp_path):
+    from detector import BrainTumorDetector
+    from detector.models import build_autoencoder, build_classifier
+
+    cfg = PreprocessConfig(image_size=40, channels=3 if arch == "report" else 1)
+    config = {"preprocessing": cfg.to_dict(), "decision_threshold": 0.5,
+              "inconclusive_band": [0.4, 0.6], "anomaly_threshold": 1.0}  # fmt: skip
+    detector = BrainTumorDetector(build_classifier(arch, 40, cfg.channels),
+                                  build_autoencoder(40, cfg.channels), config)  # fmt: skip
+    detector.save_pretrained(tmp_path)
+    loaded = BrainTumorDetector.from_pretrained(tmp_path)
+    assert loaded.predict(brain()).tumor_probability == detector.predict(brain()).tumor_probability
+    assert loaded.explain(brain()).shape == (40, 40)
+
+
 def test_preprocess_bytes_and_array_agree():
     from _images import encode
 
