@@ -121,6 +121,7 @@ def card_context(config: dict, assets: dict) -> dict:
         "inconclusive_rate": fmt_percent(metrics.get("inconclusive_rate_test")),
         "autoencoder_auroc": fmt_number(metrics.get("autoencoder_test_auroc")),
         "anomaly_threshold": fmt_number(config.get("anomaly_threshold"), ".3g"),
+        "layout_threshold": fmt_number(config.get("layout_threshold"), ".3g"),
         "ood_rate_val": fmt_percent(metrics.get("ood_rate_val")),
         "ood_rate_test": fmt_percent(metrics.get("ood_rate_test")),
         "suspects": (config.get("label_audit") or {}).get("suspects"),

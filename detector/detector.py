@@ -14,7 +14,8 @@ from preprocessing import InvalidImageError, PreprocessConfig, preprocess
 CONFIG_FILE = "config.json"
 CLASSIFIER_FILE = "classifier.keras"
 AUTOENCODER_FILE = "autoencoder.keras"
-MODEL_FILES = (CONFIG_FILE, CLASSIFIER_FILE, AUTOENCODER_FILE)
+OOD_FILE = "ood.npz"  # detector.ood's fitted layout check (empty: the model has none)
+MODEL_FILES = (CONFIG_FILE, CLASSIFIER_FILE, AUTOENCODER_FILE, OOD_FILE)
 # Files that travel with a model directory but are not needed to run it.
 ASSET_SUFFIXES = (".png", ".csv", ".json")
 
@@ -26,10 +27,11 @@ class Prediction:
     tumor_probability: float
     label: str  # "tumor" | "normal" | "inconclusive"
     anomaly_score: float  # mean squared reconstruction error of the autoencoder
-    out_of_distribution: bool  # the autoencoder finds the input unlike the training MRIs
+    out_of_distribution: bool  # anomaly or layout score over its threshold: unlike training
     cropped: np.ndarray  # uint8 grey, the brain crop at its own resolution
     reconstruction: np.ndarray  # uint8 grey, the autoencoder's output at model size
     error_map: np.ndarray  # uint8 grey, |input - reconstruction| stretched to 0..255
+    layout_score: float = 0.0  # detector.ood: edge layout's distance from the training slices'
 
     def as_dict(self) -> dict:
         """The JSON-friendly part (no images)."""
@@ -38,6 +40,7 @@ class Prediction:
             "label": self.label,
             "anomaly_score": self.anomaly_score,
             "out_of_distribution": self.out_of_distribution,
+            "layout_score": self.layout_score,
         }
 
 
@@ -53,16 +56,25 @@ class BrainTumorDetector(
     ``config`` holds everything needed to run the pair the way it was trained
     (preprocessing, thresholds, calibration) and what it scored (metrics);
     ``assets`` holds the files that document it (plots, split.json), written
-    back unchanged by ``save_pretrained``.
+    back unchanged by ``save_pretrained``; ``ood`` holds the arrays of the
+    layout check (detector.ood.fit_layout), empty when the model has none.
     """
 
-    def __init__(self, classifier, autoencoder, config: dict, assets: dict | None = None):
+    def __init__(
+        self,
+        classifier,
+        autoencoder,
+        config: dict,
+        assets: dict | None = None,
+        ood: dict | None = None,
+    ):
         import tensorflow as tf
 
         self.classifier = classifier
         self.autoencoder = autoencoder
         self.config = config
         self.assets = dict(assets or {})
+        self.ood = dict(ood or {})
         self.preprocess_config = PreprocessConfig.from_dict(config["preprocessing"])
         size, channels = self.preprocess_config.image_size, self.preprocess_config.channels
         flip = config.get("tta_flip", False)
@@ -121,13 +133,31 @@ class BrainTumorDetector(
     def _anomaly_scores(x: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
         return np.mean((x - reconstructions) ** 2, axis=(1, 2, 3))
 
+    def layout_scores(self, x: np.ndarray) -> np.ndarray:
+        """detector.ood's layout score of preprocessed inputs (zeros when the model has no check)."""
+        from .ood import layout_scores
+
+        return layout_scores(x, self.ood) if self.ood else np.zeros(len(x))
+
+    def out_of_distribution(
+        self, anomaly_scores: np.ndarray, layout_scores: np.ndarray
+    ) -> np.ndarray:
+        """Either check alone flags an input: the autoencoder misses sagittal slices and
+        photos it rebuilds well, the layout check misses inputs it cannot rebuild."""
+        layout_threshold = self.config.get("layout_threshold", float("inf"))
+        return (anomaly_scores > self.config["anomaly_threshold"]) | (
+            layout_scores > layout_threshold
+        )
+
     def _predict_arrays(self, x: np.ndarray, crops: list[np.ndarray]) -> list[Prediction]:
         probabilities, reconstructions = self._run(x)
         scores = self._anomaly_scores(x, reconstructions)
+        layout = self.layout_scores(x)
+        flags = self.out_of_distribution(scores, layout)
         results = []
         for i, cropped in enumerate(crops):
             error = np.abs(x[i] - reconstructions[i]).mean(axis=-1)
-            ood = bool(scores[i] > self.config["anomaly_threshold"])
+            ood = bool(flags[i])
             results.append(
                 Prediction(
                     tumor_probability=float(probabilities[i]),
@@ -137,6 +167,7 @@ class BrainTumorDetector(
                     cropped=cropped,
                     reconstruction=_to_uint8(reconstructions[i].mean(axis=-1)),
                     error_map=_to_uint8(error / max(float(error.max()), 1e-6)),
+                    layout_score=float(layout[i]),
                 )
             )
         return results
@@ -169,6 +200,7 @@ class BrainTumorDetector(
         _save_keras(self.classifier, save_directory / CLASSIFIER_FILE)
         _save_keras(self.autoencoder, save_directory / AUTOENCODER_FILE)
         (save_directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=2) + "\n")
+        np.savez(save_directory / OOD_FILE, **self.ood)
         for name, data in self.assets.items():
             (save_directory / name).write_bytes(data)
         (save_directory / "README.md").write_text(
@@ -225,7 +257,8 @@ class BrainTumorDetector(
                 for name in MODEL_FILES
             }
             assets = {}
-        missing = [name for name, path in paths.items() if not path.is_file()]
+        # Models saved before the layout check existed have no ood.npz: run without it.
+        missing = [n for n, p in paths.items() if not p.is_file() and n != OOD_FILE]
         if missing:
             raise FileNotFoundError(f"{model_id} is not a model directory: missing {missing}.")
         return cls(
@@ -233,6 +266,7 @@ class BrainTumorDetector(
             autoencoder=_load_keras(paths[AUTOENCODER_FILE]),
             config=json.loads(paths[CONFIG_FILE].read_text()),
             assets=assets,
+            ood=_load_arrays(paths[OOD_FILE]) if paths[OOD_FILE].is_file() else {},
         )
 
 
@@ -242,6 +276,11 @@ def _read_assets(directory: Path) -> dict[str, bytes]:
         for p in sorted(directory.iterdir())
         if p.is_file() and p.name.endswith(ASSET_SUFFIXES) and p.name != CONFIG_FILE
     }
+
+
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
 
 
 def _save_keras(model, path: Path) -> None:

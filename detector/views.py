@@ -92,9 +92,16 @@ def verdict(prediction: Prediction, config: dict) -> str:
     """One Markdown line that says what the numbers mean, and what they do not."""
     p = f"P(tumour) = {prediction.tumor_probability:.2f}"
     if prediction.out_of_distribution:
+        # Name the check that fired: the autoencoder's error or the layout check (detector.ood).
+        if prediction.anomaly_score > config["anomaly_threshold"]:
+            score, threshold = "anomaly score", config["anomaly_threshold"]
+            value = prediction.anomaly_score
+        else:
+            score, threshold = "layout score", config.get("layout_threshold", float("nan"))
+            value = prediction.layout_score
         return (
-            f"⚠️ **Not a finding: this image is {OUT_OF_DISTRIBUTION}** (anomaly score "
-            f"{prediction.anomaly_score:.3g} > threshold {config['anomaly_threshold']:.3g}). "
+            f"⚠️ **Not a finding: this image is {OUT_OF_DISTRIBUTION}** ({score} "
+            f"{value:.3g} > threshold {threshold:.3g}). "
             f"It may not be an axial brain MRI slice; its {p} means nothing here."
         )
     if prediction.label == "inconclusive":
@@ -115,6 +122,7 @@ def details(prediction: Prediction, config: dict) -> dict:
         "decision_threshold": config["decision_threshold"],
         "inconclusive_band": list(config["inconclusive_band"]),
         "anomaly_threshold": config["anomaly_threshold"],
+        "layout_threshold": config.get("layout_threshold"),
     }
 
 

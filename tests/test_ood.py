@@ -1,0 +1,181 @@
+"""Out-of-distribution flags of the bundled model.
+
+Photos, documents and a CT-like phantom must be flagged (or refused: no brain
+crop found), and so must MRI slices cut the way the model never saw in training
+(Br35H is axial only): sagittal and coronal slices of a real 3-D volume,
+nilearn's bundled MNI152 template. Axial slices of the same volume must not be
+flagged, nor more than 2 % of the validation MRIs.
+
+Uses pretrained/ (or the model directory in $OOD_MODEL_DIR); skips without
+one, except in CI (CI=true), where it must be there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import BR35H, PRETRAINED, require
+
+from preprocessing import InvalidImageError
+
+MODEL_DIR = Path(os.environ.get("OOD_MODEL_DIR") or PRETRAINED)
+# Middle +-10 % of each axis: a whole-brain cut, not the skull's edge.
+POSITIONS = (0.4, 0.45, 0.5, 0.55, 0.6)
+# Not flagged by this model (its layout score in brackets, as a share of the
+# threshold): the layout check misses images whose edges fall into a head-like
+# layout, and the autoencoder rebuilds them well. See detector/ood.py.
+NOT_YET_FLAGGED = {
+    "chelsea": "a cat's face fills the crop (layout 0.92 of threshold)",
+    "page": "a document; only the classifier's features set it apart (layout 0.73)",
+    "retina": "a round bright disc on black, laid out like a head (layout 0.55)",
+    "text": "handwriting on paper (layout 0.85)",
+}
+
+
+@pytest.fixture(scope="module")
+def detector():
+    require((MODEL_DIR / "config.json").is_file(), f"no model at {MODEL_DIR}")
+    from detector import BrainTumorDetector
+
+    return BrainTumorDetector.from_pretrained(MODEL_DIR)
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["mni152-1mm", "mni152-2mm"])
+def volume(request):
+    """The template in canonical RAS+ orientation, and its voxels (shipped with nilearn: no network)."""
+    try:
+        import nibabel as nib
+        from nilearn.datasets import load_mni152_template
+    except ImportError:
+        require(False, "nilearn is not installed")
+    image = nib.as_closest_canonical(load_mni152_template(resolution=request.param))
+    # Axes: x left -> right, y posterior -> anterior, z inferior -> superior.
+    return image, np.asanyarray(image.dataobj)
+
+
+def _index(fraction: float, length: int) -> int:
+    return round(fraction * (length - 1))
+
+
+def _flagged_or_refused(detector, image) -> bool:
+    try:
+        return detector.predict(image).out_of_distribution
+    except InvalidImageError:
+        return True
+
+
+def _photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    image = getattr(skimage.data, name)()
+    if image.dtype != np.uint8:  # the phantom is float in [0, 1]
+        image = np.round(255 * (image - image.min()) / np.ptp(image)).astype(np.uint8)
+    return image
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.xfail(reason=NOT_YET_FLAGGED[name], strict=True))
+        if name in NOT_YET_FLAGGED
+        else name
+        for name in (
+            "astronaut",
+            "coffee",
+            "chelsea",
+            "page",
+            "rocket",
+            "retina",
+            "text",
+            "shepp_logan_phantom",
+        )
+    ],
+)
+def test_photos_documents_and_a_phantom_are_flagged_or_refused(detector, name):
+    assert _flagged_or_refused(detector, _photo(name))
+
+
+@pytest.mark.parametrize("plane", ["sagittal", "coronal"])
+def test_sagittal_and_coronal_slices_are_flagged(detector, volume, plane):
+    _, voxels = volume
+    if plane == "sagittal":  # the (y, z) plane: nose to the left, top of the head up
+        slices = [np.rot90(voxels[_index(f, voxels.shape[0])])[:, ::-1] for f in POSITIONS]
+    else:  # the (x, z) plane, radiological: the patient's right on the left, top up
+        slices = [np.rot90(voxels[:, _index(f, voxels.shape[1])])[:, ::-1] for f in POSITIONS]
+    flags = [
+        r.out_of_distribution
+        for r in detector.predict_batch(np.ascontiguousarray(s) for s in slices)
+    ]
+    assert all(flags), dict(zip(POSITIONS, flags))
+
+
+def test_axial_slices_of_the_same_volume_are_not_flagged(detector, volume):
+    """Through the NIfTI decoder, which shows axial slices the way Br35H does."""
+    import nibabel as nib
+
+    image, voxels = volume
+    data = nib.Nifti1Image(voxels, image.affine).to_bytes()
+    flags = {
+        f: detector.predict(data, slice_index=_index(f, voxels.shape[2])).out_of_distribution
+        for f in POSITIONS
+    }
+    assert not any(flags.values()), flags
+
+
+def test_few_validation_mris_are_flagged(detector):
+    assert detector.config["metrics"]["ood_rate_val"] < 0.02
+    require(BR35H.is_dir(), f"Br35H data not found at {BR35H}")
+    split = json.loads((MODEL_DIR / "split.json").read_text())
+    val = [
+        path
+        for path in sorted(BR35H.glob("*/*"))
+        if (entry := split.get(hashlib.sha256(path.read_bytes()).hexdigest()))
+        and entry["split"] == "val"
+        and not entry.get("excluded")
+    ]
+    flagged = np.mean([r.out_of_distribution for r in detector.predict_batch(val)])
+    assert flagged == pytest.approx(detector.config["metrics"]["ood_rate_val"], abs=1 / len(val))
+
+
+def test_the_layout_check_travels_with_the_model(tmp_path):
+    """Fitted arrays go to ood.npz and come back; the threshold in config.json judges."""
+    from detector import BrainTumorDetector
+    from detector.models import build_autoencoder, build_classifier
+    from detector.ood import fit_layout
+    from preprocessing import PreprocessConfig
+
+    cfg = PreprocessConfig(image_size=48)
+    x = np.random.default_rng(0).random((12, 48, 48, 1), np.float32)
+    config = {
+        "labels": {"0": "normal", "1": "tumor"},
+        "preprocessing": cfg.to_dict(),
+        "decision_threshold": 0.5,
+        "inconclusive_band": [0.5, 0.5],
+        "anomaly_threshold": 1.0,
+    }
+    detector = BrainTumorDetector(
+        build_classifier("default", 48, 1), build_autoencoder(48, 1), config, ood=fit_layout(x[:8])
+    )
+    scores = detector.layout_scores(x)
+    assert np.all(scores[8:] > scores[:8].max())  # unseen noise lies outside the fitted span
+    detector.config["layout_threshold"] = float(scores[:8].max())
+    detector.save_pretrained(tmp_path)
+
+    loaded = BrainTumorDetector.from_pretrained(tmp_path)
+    np.testing.assert_allclose(loaded.layout_scores(x), scores, rtol=1e-5)
+    flags = loaded.out_of_distribution(np.zeros(len(x)), loaded.layout_scores(x))
+    assert not flags[:8].any() and flags[8:].all()
+
+
+def test_the_app_names_the_check_that_fired():
+    from detector import Prediction, views
+
+    grey = np.zeros((8, 8), np.uint8)
+    flagged = Prediction(0.9, "inconclusive", 0.01, True, grey, grey, grey, layout_score=40.0)
+    text = views.verdict(flagged, {"anomaly_threshold": 0.02, "layout_threshold": 34.1})
+    assert "Not a finding" in text and "layout score 40 > threshold 34.1" in text
