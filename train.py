@@ -290,12 +290,18 @@ def split_json(slices, split: dict, clusters: np.ndarray, excluded: set[str]) ->
 def baseline(model_dir: Path, our_split: bytes) -> dict:
     """Another trained model's test metrics, and whether it was tested on our split."""
     config = json.loads((model_dir / "config.json").read_text())
-    same_split = (model_dir / "split.json").read_bytes() == our_split
+    same_split = _test_files(json.loads((model_dir / "split.json").read_bytes())) == _test_files(
+        json.loads(our_split)
+    )
     return {
         "name": model_dir.name, "arch": config["arch"], "split": config["split"]["method"],
         "same_test_set": same_split, "test": config["metrics"]["test"],
         "fit_seconds": config["training"]["fit_seconds"],
     }  # fmt: skip
+
+
+def _test_files(split: dict) -> set[str]:
+    return {sha for sha, entry in split.items() if entry["split"] == "test"}
 
 
 def save_atomically(detector, out: Path) -> None:

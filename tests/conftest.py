@@ -33,27 +33,9 @@ def require(condition: bool, reason: str) -> None:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random-weights model directory in the real format (fast to build, meaningless)."""
-    from detector import BrainTumorDetector
-    from detector.models import build_autoencoder, build_classifier
-    from preprocessing import PreprocessConfig
+    from _models import tiny_detector
 
-    cfg = PreprocessConfig()
-    config = {
-        "labels": {"0": "normal", "1": "tumor"},
-        "preprocessing": cfg.to_dict(),
-        "decision_threshold": 0.5,
-        "inconclusive_band": [0.4, 0.6],
-        "temperature": 1.0,
-        # Random weights reconstruct nothing; a threshold no score reaches keeps
-        # real slices "in distribution", so the app shows their probabilities.
-        "anomaly_threshold": 1.0,
-        "metrics": {},
-    }
-    detector = BrainTumorDetector(
-        build_classifier("default", cfg.image_size, cfg.channels),
-        build_autoencoder(cfg.image_size, cfg.channels),
-        config,
-    )
+    detector = tiny_detector()
     directory = tmp_path_factory.mktemp("tiny_model")
     detector.save_pretrained(directory)
     return directory

@@ -58,14 +58,11 @@ def test_networks_accept_any_input_size(size, channels):
 
 @pytest.mark.parametrize("arch", ["default", "report"])
 def test_every_architecture_saves_loads_and_explains(arch, tmp_path):
-    from detector import BrainTumorDetector
-    from detector.models import build_autoencoder, build_classifier
+    from _models import tiny_detector
 
-    cfg = PreprocessConfig(image_size=40, channels=3 if arch == "report" else 1)
-    config = {"preprocessing": cfg.to_dict(), "decision_threshold": 0.5,
-              "inconclusive_band": [0.4, 0.6], "anomaly_threshold": 1.0}  # fmt: skip
-    detector = BrainTumorDetector(build_classifier(arch, 40, cfg.channels),
-                                  build_autoencoder(40, cfg.channels), config)  # fmt: skip
+    from detector import BrainTumorDetector
+
+    detector = tiny_detector(40, 3 if arch == "report" else 1, arch)
     detector.save_pretrained(tmp_path)
     loaded = BrainTumorDetector.from_pretrained(tmp_path)
     assert loaded.predict(brain()).tumor_probability == detector.predict(brain()).tumor_probability

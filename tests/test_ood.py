@@ -144,23 +144,13 @@ def test_few_validation_mris_are_flagged(detector):
 
 def test_the_layout_check_travels_with_the_model(tmp_path):
     """Fitted arrays go to ood.npz and come back; the threshold in config.json judges."""
-    from detector import BrainTumorDetector
-    from detector.models import build_autoencoder, build_classifier
-    from detector.ood import fit_layout
-    from preprocessing import PreprocessConfig
+    from _models import tiny_detector
 
-    cfg = PreprocessConfig(image_size=48)
+    from detector import BrainTumorDetector
+    from detector.ood import fit_layout
+
     x = np.random.default_rng(0).random((12, 48, 48, 1), np.float32)
-    config = {
-        "labels": {"0": "normal", "1": "tumor"},
-        "preprocessing": cfg.to_dict(),
-        "decision_threshold": 0.5,
-        "inconclusive_band": [0.5, 0.5],
-        "anomaly_threshold": 1.0,
-    }
-    detector = BrainTumorDetector(
-        build_classifier("default", 48, 1), build_autoencoder(48, 1), config, ood=fit_layout(x[:8])
-    )
+    detector = tiny_detector(48, ood=fit_layout(x[:8]), inconclusive_band=[0.5, 0.5])
     scores = detector.layout_scores(x)
     assert np.all(scores[8:] > scores[:8].max())  # unseen noise lies outside the fitted span
     detector.config["layout_threshold"] = float(scores[:8].max())
