@@ -261,7 +261,10 @@ def example_plots(detector, x_test, y_test, p, crops) -> dict[str, bytes]:
     from detector.evaluation import plot_examples
 
     rng = np.random.default_rng(0)
-    picks = np.concatenate([rng.choice(np.flatnonzero(y_test == c), 5, replace=False) for c in (1, 0)])
+    picks = np.concatenate([
+        rng.choice(members, min(5, len(members)), replace=False)
+        for members in (np.flatnonzero(y_test == c) for c in (1, 0))
+    ])  # fmt: skip
     names = {0: "normal", 1: "tumor"}
     titles = [f"true {names[y_test[i]]}\npred {detector.label_for(p[i])} ({p[i]:.2f})" for i in picks]
     examples = plot_examples([crops[i] for i in picks], titles)

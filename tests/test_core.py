@@ -177,3 +177,25 @@ def test_unknown_class_folders_are_refused(tmp_path):
     write_dataset(tmp_path, per_class=3, folders=("cats", "dogs"))
     with pytest.raises(ValueError, match="class folders"):
         load_slices(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_push_without_token_exits_nonzero_and_keeps_the_model(tmp_path, monkeypatch, capsys):
+    """train.py --push-to-hub with no token: a login hint, exit 2, the model dir complete."""
+    import train
+
+    from huggingface_hub import constants
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    data = tmp_path / "data"
+    write_dataset(data, per_class=20)
+    out = tmp_path / "model"
+    argv = ["--data", str(data), "--out", str(out), "--epochs", "1", "--ae-epochs", "1",
+            "--image-size", "32", "--verbose", "0", "--push-to-hub", "me/x"]  # fmt: skip
+    assert train.main(argv) == 2
+    assert "hf auth login" in capsys.readouterr().err
+    assert {"config.json", "classifier.keras", "autoencoder.keras", "ood.npz", "README.md"} <= {
+        p.name for p in out.iterdir()
+    }
