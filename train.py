@@ -268,7 +268,7 @@ def example_plots(detector, x_test, y_test, p, crops) -> dict[str, bytes]:
     names = {0: "normal", 1: "tumor"}
     titles = [f"true {names[y_test[i]]}\npred {detector.label_for(p[i])} ({p[i]:.2f})" for i in picks]
     examples = plot_examples([crops[i] for i in picks], titles)
-    _, recon = detector._run(x_test[picks[::2]])
+    _, recon = detector.run_networks(x_test[picks[::2]])
     images, captions = [], []
     for i, r in zip(picks[::2], recon):
         images += [np.round(x_test[i].mean(-1) * 255).astype(np.uint8), np.round(r.mean(-1) * 255).astype(np.uint8)]

@@ -118,10 +118,11 @@ class BrainTumorDetector(
 
     def predict_arrays(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Network outputs for preprocessed inputs: (calibrated P(tumour), anomaly scores)."""
-        probabilities, reconstructions = self._run(x)
+        probabilities, reconstructions = self.run_networks(x)
         return probabilities, self._anomaly_scores(x, reconstructions)
 
-    def _run(self, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    def run_networks(self, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocessed inputs -> (calibrated P(tumour), autoencoder reconstructions)."""
         probabilities, reconstructions = [], []
         for start in range(0, len(x), batch_size):
             p, r = self._forward(np.ascontiguousarray(x[start : start + batch_size], np.float32))
@@ -150,7 +151,7 @@ class BrainTumorDetector(
         )
 
     def _predict_arrays(self, x: np.ndarray, crops: list[np.ndarray]) -> list[Prediction]:
-        probabilities, reconstructions = self._run(x)
+        probabilities, reconstructions = self.run_networks(x)
         scores = self._anomaly_scores(x, reconstructions)
         layout = self.layout_scores(x)
         flags = self.out_of_distribution(scores, layout)
