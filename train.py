@@ -146,11 +146,12 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     # The layout check's subspace comes from the training slices; its threshold from val.
     detector = BrainTumorDetector(classifier, autoencoder, config, ood=fit_layout(x[train_i]))
     tune_on_val(detector, x[val_i], y[val_i])
-    evaluate_on_test(detector, x[test_i], y[test_i], [slices.crops[i] for i in test_i])
+    p_test = evaluate_on_test(detector, x[test_i], y[test_i], [slices.crops[i] for i in test_i])
     if excluded:
-        clean = test_i[keep[test_i]]
-        p, _ = detector.predict_arrays(x[clean])
-        detector.config["metrics"]["test_excluding_suspects"] = classification_metrics(y[clean], p)
+        clean = keep[test_i]
+        detector.config["metrics"]["test_excluding_suspects"] = classification_metrics(
+            y[test_i][clean], p_test[clean]
+        )
     if args.audit_labels:
         audit_labels(detector, slices, clusters, excluded, args.seed)
     detector.config["split"] = {
@@ -224,8 +225,11 @@ def tune_on_val(detector, x_val: np.ndarray, y_val: np.ndarray) -> None:
     }
 
 
-def evaluate_on_test(detector, x_test, y_test, crops) -> None:
-    """Read the test split, once: metrics, autoencoder AUROC and the plots."""
+def evaluate_on_test(detector, x_test, y_test, crops) -> np.ndarray:
+    """Read the test split, once: metrics, autoencoder AUROC and the plots.
+
+    Returns the calibrated P(tumour) of each test slice.
+    """
     from sklearn.metrics import roc_auc_score
 
     from detector.evaluation import (
@@ -254,6 +258,7 @@ def evaluate_on_test(detector, x_test, y_test, crops) -> None:
             **example_plots(detector, x_test, y_test, p, crops),
         }
     )
+    return p
 
 
 def example_plots(detector, x_test, y_test, p, crops) -> dict[str, bytes]:
