@@ -48,7 +48,7 @@ def measure(model_dir: Path, data: Path, repeats: int, batch: int) -> dict:
     throughput = batch / (time.perf_counter() - started)
 
     # The report's way: its CNN alone through model.predict, one image a call.
-    _, x = preprocess(files[0], detector.preprocess_config)
+    x = preprocess(files[0], detector.preprocess_config).x
     detector.classifier.predict(x[None], verbose=0)
     keras_predict = []
     for _ in range(min(repeats, 30)):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .ood import BACKGROUND_LIMIT, CHROMA_LIMIT
+
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 MODEL_NAME = "brain-tumor-mri-detector"
 NOT_EVALUATED = "not evaluated"
@@ -122,6 +124,8 @@ def card_context(config: dict, assets: dict) -> dict:
         "autoencoder_auroc": fmt_number(metrics.get("autoencoder_test_auroc")),
         "anomaly_threshold": fmt_number(config.get("anomaly_threshold"), ".3g"),
         "layout_threshold": fmt_number(config.get("layout_threshold"), ".3g"),
+        "chroma_limit": f"{CHROMA_LIMIT:g}",
+        "background_limit": f"{BACKGROUND_LIMIT:g}",
         "ood_rate_val": fmt_percent(metrics.get("ood_rate_val")),
         "ood_rate_test": fmt_percent(metrics.get("ood_rate_test")),
         "suspects": (config.get("label_audit") or {}).get("suspects"),

@@ -12,7 +12,13 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from preprocessing import InvalidImageError, PreprocessConfig, crop_brain, decode, to_input
+from preprocessing import (
+    InvalidImageError,
+    PreprocessConfig,
+    crop_brain,
+    decode_with_colour,
+    to_input,
+)
 
 # Folder name -> class index. 1 = tumour.
 FOLDER_LABELS = {
@@ -32,6 +38,7 @@ class Slices:
     sha256: list[str]
     labels: np.ndarray  # int, 1 = tumour
     crops: list[np.ndarray]  # uint8 grey brain crops
+    chroma: np.ndarray  # how colourful each picture is (preprocessing.decode_with_colour)
     # (N, 32*32) standardised thumbnails of the whole image and of the crop:
     # some copies differ only in framing, and only the crops show it.
     thumbnails: np.ndarray
@@ -64,11 +71,11 @@ def load_slices(source: str, cfg: PreprocessConfig = PreprocessConfig()) -> Slic
     dataset = _load_dataset(source, datasets)
     label_feature = dataset.features["label"]
     folder_to_label = _label_map(label_feature.names)
-    names, hashes, labels, crops, thumbs, skipped = [], [], [], [], [], []
+    names, hashes, labels, crops, chroma, thumbs, skipped = [], [], [], [], [], [], []
     for row in dataset.cast_column("image", datasets.Image(decode=False)):
         data, name = _row_bytes(row["image"], label_feature.int2str(row["label"]))
         try:
-            grey = decode(data)
+            grey, colour = decode_with_colour(data)
             crop = crop_brain(grey, cfg)
         except InvalidImageError as exc:
             skipped.append(f"{name}: {exc}")
@@ -77,11 +84,14 @@ def load_slices(source: str, cfg: PreprocessConfig = PreprocessConfig()) -> Slic
         hashes.append(hashlib.sha256(data).hexdigest())
         labels.append(folder_to_label[label_feature.int2str(row["label"])])
         crops.append(crop)
+        chroma.append(colour)
         thumbs.append(thumbnail(grey))
     if skipped:
         warnings.warn(f"Skipped {len(skipped)} unreadable files, e.g. {skipped[0]}", stacklevel=2)
     crop_thumbs = np.stack([thumbnail(c) for c in crops])
-    return Slices(names, hashes, np.array(labels), crops, np.stack(thumbs), crop_thumbs, skipped)
+    return Slices(
+        names, hashes, np.array(labels), crops, np.array(chroma), np.stack(thumbs), crop_thumbs, skipped
+    )
 
 
 def _load_dataset(source: str, datasets):

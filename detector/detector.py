@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 from huggingface_hub import ModelHubMixin, hf_hub_download
 
-from preprocessing import InvalidImageError, PreprocessConfig, preprocess
+from preprocessing import InvalidImageError, PreprocessConfig, Preprocessed, preprocess
+
+from .ood import CHECKS, background_levels, failed_checks, layout_scores
 
 CONFIG_FILE = "config.json"
 CLASSIFIER_FILE = "classifier.keras"
@@ -27,21 +29,27 @@ class Prediction:
     tumor_probability: float
     label: str  # "tumor" | "normal" | "inconclusive"
     anomaly_score: float  # mean squared reconstruction error of the autoencoder
-    out_of_distribution: bool  # anomaly or layout score over its threshold: unlike training
+    out_of_distribution: bool  # a check of detector.ood fired: unlike the training slices
     cropped: np.ndarray  # uint8 grey, the brain crop at its own resolution
     reconstruction: np.ndarray  # uint8 grey, the autoencoder's output at model size
     error_map: np.ndarray  # uint8 grey, |input - reconstruction| stretched to 0..255
-    layout_score: float = 0.0  # detector.ood: edge layout's distance from the training slices'
+    # The other scores of detector.ood's checks:
+    layout_score: float = 0.0  # edge layout's distance from the training slices'
+    chroma: float = 0.0  # how colourful the picture is, 0..255
+    background_level: float = 0.0  # how light the crop's corners are, 0..1
 
     def as_dict(self) -> dict:
         """The JSON-friendly part (no images)."""
         return {
             "tumor_probability": self.tumor_probability,
             "label": self.label,
-            "anomaly_score": self.anomaly_score,
             "out_of_distribution": self.out_of_distribution,
-            "layout_score": self.layout_score,
+            **self.ood_scores(),
         }
+
+    def ood_scores(self) -> dict[str, float]:
+        """The score of each check in detector.ood.CHECKS."""
+        return {name: getattr(self, name) for name, _, _ in CHECKS}
 
 
 class BrainTumorDetector(
@@ -102,24 +110,27 @@ class BrainTumorDetector(
         Any bad input raises InvalidImageError naming its position.
         """
         sources = list(sources)
-        crops, inputs = [], []
+        slices = []
         for i, source in enumerate(sources):
             try:
-                cropped, x = preprocess(source, self.preprocess_config, slice_index=slice_index)
+                slices.append(preprocess(source, self.preprocess_config, slice_index=slice_index))
             except InvalidImageError as exc:
                 if len(sources) == 1:
                     raise
                 raise InvalidImageError(f"Input {i + 1}: {exc}") from None
-            crops.append(cropped)
-            inputs.append(x)
-        if not inputs:
+        if not slices:
             return []
-        return self._predict_arrays(np.stack(inputs), crops)
+        return self._predict_slices(slices)
 
-    def predict_arrays(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Network outputs for preprocessed inputs: (calibrated P(tumour), anomaly scores)."""
+    def predict_arrays(
+        self, x: np.ndarray, chroma: np.ndarray | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Preprocessed inputs -> (calibrated P(tumour), the score of each check in detector.ood).
+
+        ``chroma``: the inputs' Preprocessed.chroma; None means grey pictures.
+        """
         probabilities, reconstructions = self.run_networks(x)
-        return probabilities, self._anomaly_scores(x, reconstructions)
+        return probabilities, self._ood_scores(x, reconstructions, chroma)
 
     def run_networks(self, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed inputs -> (calibrated P(tumour), autoencoder reconstructions)."""
@@ -130,45 +141,42 @@ class BrainTumorDetector(
             reconstructions.append(r.numpy())
         return self.calibrate(np.concatenate(probabilities)), np.concatenate(reconstructions)
 
-    @staticmethod
-    def _anomaly_scores(x: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
-        return np.mean((x - reconstructions) ** 2, axis=(1, 2, 3))
+    def _ood_scores(self, x, reconstructions, chroma) -> dict[str, np.ndarray]:
+        return {
+            "chroma": np.zeros(len(x)) if chroma is None else np.asarray(chroma, np.float64),
+            "background_level": background_levels(x),
+            "layout_score": self.layout_scores(x),
+            "anomaly_score": np.mean((x - reconstructions) ** 2, axis=(1, 2, 3)),
+        }
 
     def layout_scores(self, x: np.ndarray) -> np.ndarray:
         """detector.ood's layout score of preprocessed inputs (zeros when the model has no check)."""
-        from .ood import layout_scores
-
         return layout_scores(x, self.ood) if self.ood else np.zeros(len(x))
 
-    def out_of_distribution(
-        self, anomaly_scores: np.ndarray, layout_scores: np.ndarray
-    ) -> np.ndarray:
-        """Either check alone flags an input: the autoencoder misses sagittal slices and
-        photos it rebuilds well, the layout check misses inputs it cannot rebuild."""
-        layout_threshold = self.config.get("layout_threshold", float("inf"))
-        return (anomaly_scores > self.config["anomaly_threshold"]) | (
-            layout_scores > layout_threshold
-        )
+    def out_of_distribution(self, scores: dict[str, np.ndarray]) -> np.ndarray:
+        """Where any check of detector.ood fires. Each catches what the others miss:
+        the autoencoder rebuilds sagittal slices and smooth photos well, the layout
+        check passes a cat's face, only the fixed rules see colour and paper."""
+        return np.any(list(failed_checks(scores, self.config).values()), axis=0)
 
-    def _predict_arrays(self, x: np.ndarray, crops: list[np.ndarray]) -> list[Prediction]:
+    def _predict_slices(self, slices: list[Preprocessed]) -> list[Prediction]:
+        x = np.stack([s.x for s in slices])
         probabilities, reconstructions = self.run_networks(x)
-        scores = self._anomaly_scores(x, reconstructions)
-        layout = self.layout_scores(x)
-        flags = self.out_of_distribution(scores, layout)
+        scores = self._ood_scores(x, reconstructions, [s.chroma for s in slices])
+        flags = self.out_of_distribution(scores)
         results = []
-        for i, cropped in enumerate(crops):
+        for i, preprocessed in enumerate(slices):
             error = np.abs(x[i] - reconstructions[i]).mean(axis=-1)
             ood = bool(flags[i])
             results.append(
                 Prediction(
                     tumor_probability=float(probabilities[i]),
                     label=self.label_for(float(probabilities[i]), ood),
-                    anomaly_score=float(scores[i]),
                     out_of_distribution=ood,
-                    cropped=cropped,
+                    cropped=preprocessed.cropped,
                     reconstruction=_to_uint8(reconstructions[i].mean(axis=-1)),
                     error_map=_to_uint8(error / max(float(error.max()), 1e-6)),
-                    layout_score=float(layout[i]),
+                    **{name: float(score[i]) for name, score in scores.items()},
                 )
             )
         return results
@@ -190,7 +198,7 @@ class BrainTumorDetector(
         """Grad-CAM heat map (float32 in [0, 1], model input size) for one slice."""
         from .explain import grad_cam
 
-        _, x = preprocess(source, self.preprocess_config, slice_index=slice_index)
+        x = preprocess(source, self.preprocess_config, slice_index=slice_index).x
         return grad_cam(self.classifier, x)
 
     # ------------------------------------------------------------- save / load

@@ -1,6 +1,15 @@
-"""The layout check: an out-of-distribution score beside the autoencoder's.
+"""Out-of-distribution checks: is this an axial brain MRI slice like the training ones?
 
-Why a second score: the autoencoder rebuilds almost any smooth picture well
+Four checks; any one flags an input (``failed_checks``):
+
+- the autoencoder's reconstruction error (detector.BrainTumorDetector);
+- the layout check below: the directions of the edges, where;
+- two fixed rules that every MRI slice obeys, which catch what those two
+  miss (a cat's face, a retina photo, a printed page, handwriting):
+  it is grey (``chroma``, from preprocessing.decode_with_colour), and the
+  head lies on a dark background (``background_levels``).
+
+Why a layout check: the autoencoder rebuilds almost any smooth picture well
 (a photo of a rocket, a retina, a sagittal MRI slice), so its error flags none
 of them, while the classifier's own features place the skull-less template
 axial slices as far from Br35H as sagittal ones. What sets a sagittal or
@@ -20,6 +29,25 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
+# The fixed rules' limits. Not fitted: they state what an MRI slice looks like,
+# and sit far from every training slice. On Br35H: highest chroma 12 (a sepia
+# scan; colour photos score 40 to 115); highest background level 0.30, except
+# two scans of pages printed on white paper at 1.0 (documents score 0.75-0.8).
+CHROMA_LIMIT = 25.0
+BACKGROUND_LIMIT = 0.5
+
+# Each check: (score name, its threshold: a config.json key or a fixed limit,
+# what a flag means, in words for the person who uploaded the image).
+CHECKS = (
+    ("chroma", CHROMA_LIMIT, "it is a colour picture, and MRI slices are grey"),
+    ("background_level", BACKGROUND_LIMIT,
+     "its background is light, as on paper, where an MRI shows the head on a dark background"),
+    ("layout_score", "layout_threshold",
+     "its edges do not run like an axial slice's: the model reads axial brain MRI slices only"),
+    ("anomaly_score", "anomaly_threshold",
+     "the autoencoder cannot rebuild it the way it rebuilds training slices"),
+)  # fmt: skip
 
 HOG_SIZE = 96  # HOG is taken on the input resized to this side, whatever the model's size
 CELL = 8
@@ -73,3 +101,44 @@ def layout_scores(x: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
     components = params["layout_components"]
     residual = centred - (centred @ components.T) @ components
     return (residual**2).sum(axis=1)
+
+
+def background_levels(x: np.ndarray) -> np.ndarray:
+    """How light each input's corners are within its own range: 0 = darkest, 1 = lightest.
+
+    The crop is the head's bounding box, so its corners lie outside the head:
+    air, dark on every MRI sequence. On a document they are paper.
+    """
+    grey = x.mean(axis=-1)
+    size = grey.shape[1]
+    centre = (size - 1) / 2
+    yy, xx = np.mgrid[:size, :size]
+    # Outside the inscribed circle, with a 5 % margin: the four corners.
+    corners = np.hypot(yy - centre, xx - centre) > 1.05 * size / 2
+    low, high = np.percentile(grey, [1, 99], axis=(1, 2))
+    level = (np.median(grey[:, corners], axis=1) - low) / np.maximum(high - low, 1 / 255)
+    return np.clip(level, 0.0, 1.0)
+
+
+def failed_checks(scores: dict[str, np.ndarray], config: dict) -> dict[str, np.ndarray]:
+    """For each check in CHECKS: where its score is over its threshold (bool arrays).
+
+    A threshold missing from config (a model saved before the check) never fires.
+    """
+    failed = {}
+    for name, threshold, _ in CHECKS:
+        limit = config.get(threshold, float("inf")) if isinstance(threshold, str) else threshold
+        failed[name] = np.asarray(scores[name]) > limit
+    return failed
+
+
+def reasons(scores: dict[str, float], config: dict) -> list[str]:
+    """What each check that flags one input means, in words, with its score and threshold."""
+    failed = failed_checks(scores, config)
+    out = []
+    for name, threshold, meaning in CHECKS:
+        if failed[name]:
+            limit = config[threshold] if isinstance(threshold, str) else threshold
+            label = name.replace("_", " ")
+            out.append(f"{meaning} ({label} {scores[name]:.3g} > threshold {limit:.3g})")
+    return out

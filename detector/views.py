@@ -18,6 +18,7 @@ from preprocessing import InvalidImageError, decode
 from preprocessing.decode import NIFTI_SUFFIXES
 from preprocessing.medical import nifti_slice_count
 
+from . import ood
 from .card import HEADLINE_METRICS, fmt_metric, fmt_number
 from .card import plots as plot_files
 from .detector import BrainTumorDetector, Prediction
@@ -92,16 +93,9 @@ def verdict(prediction: Prediction, config: dict) -> str:
     """One Markdown line that says what the numbers mean, and what they do not."""
     p = f"P(tumour) = {prediction.tumor_probability:.2f}"
     if prediction.out_of_distribution:
-        # Name the check that fired: the autoencoder's error or the layout check (detector.ood).
-        if prediction.anomaly_score > config["anomaly_threshold"]:
-            score, threshold = "anomaly score", config["anomaly_threshold"]
-            value = prediction.anomaly_score
-        else:
-            score, threshold = "layout score", config.get("layout_threshold", float("nan"))
-            value = prediction.layout_score
         return (
-            f"⚠️ **Not a finding: this image is {OUT_OF_DISTRIBUTION}** ({score} "
-            f"{value:.3g} > threshold {threshold:.3g}). "
+            f"⚠️ **Not a finding: this image is {OUT_OF_DISTRIBUTION}**: "
+            f"{'; '.join(ood.reasons(prediction.ood_scores(), config))}. "
             f"It may not be an axial brain MRI slice; its {p} means nothing here."
         )
     if prediction.label == "inconclusive":
@@ -119,10 +113,13 @@ def details(prediction: Prediction, config: dict) -> dict:
     """The JSON panel and API payload: the prediction plus the thresholds that judged it."""
     return {
         **prediction.as_dict(),
+        "out_of_distribution_reasons": ood.reasons(prediction.ood_scores(), config),
         "decision_threshold": config["decision_threshold"],
         "inconclusive_band": list(config["inconclusive_band"]),
         "anomaly_threshold": config["anomaly_threshold"],
         "layout_threshold": config.get("layout_threshold"),
+        "chroma_limit": ood.CHROMA_LIMIT,
+        "background_limit": ood.BACKGROUND_LIMIT,
     }
 
 
@@ -134,7 +131,8 @@ def batch_row(detector: BrainTumorDetector, path) -> list:
         prediction = detector.predict(path)
     except InvalidImageError as exc:
         return [name, None, "error", None, str(exc)]
-    note = OUT_OF_DISTRIBUTION if prediction.out_of_distribution else ""
+    reasons = ood.reasons(prediction.ood_scores(), detector.config)
+    note = f"{OUT_OF_DISTRIBUTION}: {'; '.join(reasons)}" if reasons else ""
     return [
         name,
         round(prediction.tumor_probability, 4),
@@ -194,9 +192,12 @@ flag inputs unlike the training MRIs, not to diagnose.
   {fmt_number(config.get("decision_threshold"))}.
 - Between {fmt_number(band[0])} and {fmt_number(band[1])} the answer is
   **inconclusive**: the model is unreliable there.
-- An **anomaly score** above {fmt_number(config.get("anomaly_threshold"), ".3g")} means the
-  input is unlike the training MRIs (another modality, another body part, a
-  photo): the probability is then not a finding.
+- **Unlike the training MRIs** (another modality, another body part, a
+  sagittal or coronal slice, a photo, a document): the probability is then not
+  a finding. Four checks, any one of which flags an input: the autoencoder's
+  reconstruction error (above {fmt_number(config.get("anomaly_threshold"), ".3g")}), the
+  layout of the edges (above {fmt_number(config.get("layout_threshold"), ".3g")}), colour
+  (chroma above {ood.CHROMA_LIMIT:g}) and a light background (level above {ood.BACKGROUND_LIMIT:g}).
 - **Grad-CAM** shows where the classifier looked, coarsely; it does not outline a tumour.
 
 ## Limits

@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .crop import PreprocessConfig, crop_brain, to_input
-from .decode import MAX_FILE_BYTES, MAX_PIXELS, decode, scale_to_uint8
+from .decode import MAX_FILE_BYTES, MAX_PIXELS, decode, decode_with_colour, scale_to_uint8
 from .errors import InvalidImageError
 
 __all__ = [
-    "InvalidImageError",
     "MAX_FILE_BYTES",
     "MAX_PIXELS",
+    "InvalidImageError",
     "PreprocessConfig",
+    "Preprocessed",
     "crop_brain",
     "decode",
+    "decode_with_colour",
     "preprocess",
     "scale_to_uint8",
     "to_input",
 ]
 
 
+class Preprocessed(NamedTuple):
+    cropped: np.ndarray  # uint8 grey brain crop at its own resolution
+    x: np.ndarray  # float32 (S, S, C) network input in [0, 1]
+    chroma: float  # how colourful the picture was (decode_with_colour); 0 for grey
+
+
 def preprocess(
     source, cfg: PreprocessConfig = PreprocessConfig(), *, slice_index: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return (cropped uint8 grey slice, float32 network input) for one input."""
-    cropped = crop_brain(decode(source, slice_index=slice_index), cfg)
-    return cropped, to_input(cropped, cfg)
+) -> Preprocessed:
+    """Decode, crop and resize one input."""
+    grey, chroma = decode_with_colour(source, slice_index=slice_index)
+    cropped = crop_brain(grey, cfg)
+    return Preprocessed(cropped, to_input(cropped, cfg), chroma)

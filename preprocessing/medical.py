@@ -18,7 +18,7 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-from .decode import _array_to_grey, _check_size, scale_to_uint8
+from .decode import Decoded, _array_to_grey, _check_size, scale_to_uint8
 from .errors import InvalidImageError
 
 # A .nii.gz may unpack to far more than the upload limit; refuse gzip bombs.
@@ -29,8 +29,8 @@ PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # ---------------------------------------------------------------- DICOM
 
 
-def decode_dicom(data: bytes, frame: int | None = None) -> np.ndarray:
-    """One frame of a DICOM file as 2-D uint8 grey."""
+def decode_dicom(data: bytes, frame: int | None = None) -> Decoded:
+    """One frame of a DICOM file as 2-D uint8 grey (and its colourfulness)."""
     ds = _read_dicom(data)
     if not (ds.get("Rows") and ds.get("Columns")):
         raise InvalidImageError("The DICOM header lacks the image size (Rows, Columns).")
@@ -41,7 +41,7 @@ def decode_dicom(data: bytes, frame: int | None = None) -> np.ndarray:
         return _array_to_grey(apply_color_lut(pixels, ds))
     if pixels.ndim == 3:  # RGB (pydicom already turned YBR into RGB)
         return _array_to_grey(pixels)
-    return _monochrome_to_uint8(pixels, ds)
+    return Decoded(_monochrome_to_uint8(pixels, ds), 0.0)
 
 
 def dicom_frame_count(ds) -> int:
@@ -120,7 +120,7 @@ def decode_nifti(data: bytes, name: str = "", slice_index: int | None = None) ->
             f"The NIfTI image data is truncated or corrupt ({_reason(exc)})."
         ) from None
     # Rows anterior -> posterior, columns patient's right -> left.
-    return _array_to_grey(np.ascontiguousarray(plane[::-1, ::-1].T))
+    return _array_to_grey(np.ascontiguousarray(plane[::-1, ::-1].T)).grey
 
 
 def nifti_slice_count(data: bytes, name: str = "") -> int:

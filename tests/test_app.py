@@ -68,6 +68,19 @@ def test_parallel_clients_all_answered(app_url, br35h_slice):
     assert len(probabilities) == 1  # the same slice, the same answer, whatever the load
 
 
+def test_a_colour_photo_is_flagged_and_the_app_says_why(client, tmp_path):
+    import skimage.data
+
+    photo = tmp_path / "cat.png"
+    Image.fromarray(skimage.data.chelsea()).save(photo)
+    answer = predict(client, photo)
+    check_answer(answer)
+    label, *_, verdict, details = answer
+    assert details["out_of_distribution"] and label["confidences"] is None
+    assert "Not a finding" in verdict and "colour picture" in verdict
+    assert any("colour picture" in reason for reason in details["out_of_distribution_reasons"])
+
+
 def test_dicom_and_nifti(client):
     for path in (get_testdata_file("MR_small.dcm"), Path(NIBABEL_DATA) / "anatomical.nii"):
         check_answer(predict(client, path))

@@ -73,8 +73,8 @@ def test_preprocess_bytes_and_array_agree():
     from _images import encode
 
     image = brain()
-    _, from_array = preprocess(image)
-    _, from_png = preprocess(encode(image))
+    from_array = preprocess(image).x
+    from_png = preprocess(encode(image)).x
     np.testing.assert_array_equal(from_array, from_png)
 
 

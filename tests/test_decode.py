@@ -26,7 +26,15 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.pixels.decoders.base import get_decoder
 
-from preprocessing import InvalidImageError, PreprocessConfig, decode, medical, preprocess, scale_to_uint8
+from preprocessing import (
+    InvalidImageError,
+    PreprocessConfig,
+    decode,
+    decode_with_colour,
+    medical,
+    preprocess,
+    scale_to_uint8,
+)
 
 TESTS = Path(__file__).resolve().parent
 PYDICOM_DATA = Path(get_testdata_file("MR_small.dcm")).parent
@@ -246,7 +254,7 @@ def test_valid_input_decodes_and_crops(tmp_path, name):
         grey = decode(source)
         if hasattr(source, "seek"):
             source.seek(0)
-        cropped, x = preprocess(source)
+        cropped, x, chroma = preprocess(source)
     finally:
         if hasattr(source, "close") and not isinstance(source, Image.Image):
             source.close()
@@ -256,6 +264,27 @@ def test_valid_input_decodes_and_crops(tmp_path, name):
     size = PreprocessConfig().image_size
     assert x.shape == (size, size, 1) and x.dtype == np.float32
     assert 0.0 <= x.min() and x.max() <= 1.0
+    assert 0.0 <= chroma <= 255.0
+
+
+def test_colour_is_measured_whatever_the_container():
+    """The out-of-distribution check reads colour (detector.ood); the grey image cannot show it."""
+    rgb = _rgb()
+    expected = np.mean(rgb.max(axis=-1) - rgb.min(axis=-1))
+    assert expected > 20
+    containers = {
+        "png": encode(rgb),
+        "PIL image": Image.fromarray(rgb),
+        "uint8 array": rgb,
+        "rgba array": np.dstack([rgb, _opaque()]),
+        "uint16 array": rgb.astype(np.uint16) * 257,
+        "float array in [0, 1]": rgb / 255.0,
+    }
+    for name, source in containers.items():
+        assert decode_with_colour(source).chroma == pytest.approx(expected, rel=0.01), name
+    grey = brain()
+    for source in (encode(grey), encode(np.dstack([grey] * 3)), grey, dicom_bytes(grey)):
+        assert decode_with_colour(source).chroma == 0.0
 
 
 def test_high_bit_depth_is_stretched_by_percentiles():

@@ -26,15 +26,8 @@ from preprocessing import InvalidImageError
 MODEL_DIR = Path(os.environ.get("OOD_MODEL_DIR") or PRETRAINED)
 # Middle +-10 % of each axis: a whole-brain cut, not the skull's edge.
 POSITIONS = (0.4, 0.45, 0.5, 0.55, 0.6)
-# Not flagged by this model (its layout score in brackets, as a share of the
-# threshold): the layout check misses images whose edges fall into a head-like
-# layout, and the autoencoder rebuilds them well. See detector/ood.py.
-NOT_YET_FLAGGED = {
-    "chelsea": "a cat's face fills the crop (layout 0.92 of threshold)",
-    "page": "a document; only the classifier's features set it apart (layout 0.73)",
-    "retina": "a round bright disc on black, laid out like a head (layout 0.55)",
-    "text": "handwriting on paper (layout 0.85)",
-}
+# Br35H slices that detector.ood's fixed rules flag: pages printed on white paper.
+SCANNED_PRINTOUTS = {"yes/y908.jpg", "yes/y1449.jpg"}
 
 
 @pytest.fixture(scope="module")
@@ -80,24 +73,27 @@ def _photo(name: str) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(reason=NOT_YET_FLAGGED[name], strict=True))
-        if name in NOT_YET_FLAGGED
-        else name
-        for name in (
-            "astronaut",
-            "coffee",
-            "chelsea",
-            "page",
-            "rocket",
-            "retina",
-            "text",
-            "shepp_logan_phantom",
-        )
-    ],
+    ["astronaut", "coffee", "chelsea", "page", "rocket", "retina", "text", "shepp_logan_phantom"],
 )
 def test_photos_documents_and_a_phantom_are_flagged_or_refused(detector, name):
     assert _flagged_or_refused(detector, _photo(name))
+
+
+@pytest.mark.parametrize(
+    "name, check",
+    [
+        ("chelsea", "chroma"),  # a cat's face fills the crop: laid out like a head
+        ("retina", "chroma"),  # a round bright disc on black, the autoencoder rebuilds it
+        ("page", "background_level"),  # dark print on light paper
+        ("text", "background_level"),
+    ],
+)
+def test_what_the_autoencoder_and_layout_miss_the_fixed_rules_catch(detector, name, check):
+    from detector import ood
+
+    scores = detector.predict(_photo(name)).ood_scores()
+    failed = ood.failed_checks(scores, detector.config)
+    assert failed[check] and not failed["anomaly_score"], scores
 
 
 @pytest.mark.parametrize("plane", ["sagittal", "coronal"])
@@ -142,12 +138,28 @@ def test_few_validation_mris_are_flagged(detector):
     assert flagged == pytest.approx(detector.config["metrics"]["ood_rate_val"], abs=1 / len(val))
 
 
+def test_the_fixed_rules_pass_every_br35h_slice_but_scanned_printouts():
+    """Their limits are not fitted, so check them against all of Br35H: only the
+    two pages printed on white paper (both in train) have a light background."""
+    require(BR35H.is_dir(), f"Br35H data not found at {BR35H}")
+    from detector import ood
+    from preprocessing import preprocess
+
+    flagged = set()
+    for path in sorted(BR35H.glob("*/*.jpg")):
+        _, x, chroma = preprocess(path)
+        scores = {"chroma": chroma, "background_level": ood.background_levels(x[None])[0]}
+        if scores["chroma"] > ood.CHROMA_LIMIT or scores["background_level"] > ood.BACKGROUND_LIMIT:
+            flagged.add(path.relative_to(BR35H).as_posix())
+    assert flagged == SCANNED_PRINTOUTS
+
+
 def test_the_layout_check_travels_with_the_model(tmp_path):
     """Fitted arrays go to ood.npz and come back; the threshold in config.json judges."""
     from _models import tiny_detector
 
     from detector import BrainTumorDetector
-    from detector.ood import fit_layout
+    from detector.ood import failed_checks, fit_layout
 
     x = np.random.default_rng(0).random((12, 48, 48, 1), np.float32)
     detector = tiny_detector(48, ood=fit_layout(x[:8]), inconclusive_band=[0.5, 0.5])
@@ -158,7 +170,8 @@ def test_the_layout_check_travels_with_the_model(tmp_path):
 
     loaded = BrainTumorDetector.from_pretrained(tmp_path)
     np.testing.assert_allclose(loaded.layout_scores(x), scores, rtol=1e-5)
-    flags = loaded.out_of_distribution(np.zeros(len(x)), loaded.layout_scores(x))
+    _, ood_scores = loaded.predict_arrays(x)
+    flags = failed_checks(ood_scores, loaded.config)["layout_score"]
     assert not flags[:8].any() and flags[8:].all()
 
 

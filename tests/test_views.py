@@ -41,20 +41,33 @@ def test_out_of_distribution_is_not_presented_as_a_finding():
     ood = prediction(0.97, "inconclusive", ood=True)
     assert views.confidences(ood) == views.OUT_OF_DISTRIBUTION  # no bars
     text = views.verdict(ood, CONFIG)
-    assert "Not a finding" in text and "0.05 > threshold 0.02" in text
+    assert "Not a finding" in text and "anomaly score 0.05 > threshold 0.02" in text
+
+
+def test_the_verdict_says_in_words_why_an_image_was_flagged():
+    grey = np.zeros((8, 8), np.uint8)
+    photo = Prediction(0.6, "inconclusive", 0.01, True, grey, grey, grey, chroma=61.0)
+    document = Prediction(0.2, "inconclusive", 0.01, True, grey, grey, grey, background_level=0.8)
+    assert "colour picture" in views.verdict(photo, CONFIG)
+    assert "chroma 61 > threshold 25" in views.details(photo, CONFIG)["out_of_distribution_reasons"][0]
+    assert "background is light" in views.verdict(document, CONFIG)
 
 
 class FakeDetector:
+    config = CONFIG
+
     def predict(self, path):
         if str(path).endswith(".txt"):
             raise InvalidImageError("This file is not an image we can read.")
-        return prediction(0.8, "tumor")
+        return prediction(0.8, "tumor", ood=str(path).endswith(".png"))
 
 
 def test_batch_row_keeps_a_bad_file_in_its_row(tmp_path):
-    rows = [views.batch_row(FakeDetector(), name) for name in ("/x/a.jpg", "/x/b.txt")]
+    names = ("/x/a.jpg", "/x/b.txt", "/x/c.png")
+    rows = [views.batch_row(FakeDetector(), name) for name in names]
     assert rows[0] == ["a.jpg", 0.8, "tumor", 0.01, ""]
     assert rows[1] == ["b.txt", None, "error", None, "This file is not an image we can read."]
+    assert rows[2][4].startswith(f"{views.OUT_OF_DISTRIBUTION}: the autoencoder cannot rebuild it")
     with views.write_csv(rows, tmp_path / "p.csv").open(newline="") as f:
         assert list(csv.reader(f))[2] == ["b.txt", "", "error", "", rows[1][4]]
 
