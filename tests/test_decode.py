@@ -282,6 +282,8 @@ def test_colour_is_measured_whatever_the_container():
     }
     for name, source in containers.items():
         assert decode_with_colour(source).chroma == pytest.approx(expected, rel=0.01), name
+    # pydicom's colour-bar test image, JPEG-compressed in a DICOM file
+    assert decode_with_colour(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")).chroma > 100
     grey = brain()
     for source in (encode(grey), encode(np.dstack([grey] * 3)), grey, dicom_bytes(grey)):
         assert decode_with_colour(source).chroma == 0.0
