@@ -95,7 +95,7 @@ def verdict(prediction: Prediction, config: dict) -> str:
     if prediction.out_of_distribution:
         return (
             f"⚠️ **Not a finding: this image is {OUT_OF_DISTRIBUTION}**: "
-            f"{'; '.join(ood.reasons(prediction.ood_scores(), config))}. "
+            f"{why_unlike_training(prediction, config)}. "
             f"It may not be an axial brain MRI slice; its {p} means nothing here."
         )
     if prediction.label == "inconclusive":
@@ -107,6 +107,14 @@ def verdict(prediction: Prediction, config: dict) -> str:
     if prediction.label == "tumor":
         return f"**Tumour suspected**: {p}."
     return f"**No tumour seen**: {p}."
+
+
+def why_unlike_training(prediction: Prediction, config: dict) -> str:
+    """The first check that flagged the input, in words; the details list them all."""
+    reasons = ood.reasons(prediction.ood_scores(), config)
+    if len(reasons) > 1:
+        return f"{reasons[0]}; {len(reasons) - 1} more check(s) fired too"
+    return reasons[0] if reasons else ""
 
 
 def details(prediction: Prediction, config: dict) -> dict:
@@ -131,8 +139,9 @@ def batch_row(detector: BrainTumorDetector, path) -> list:
         prediction = detector.predict(path)
     except InvalidImageError as exc:
         return [name, None, "error", None, str(exc)]
-    reasons = ood.reasons(prediction.ood_scores(), detector.config)
-    note = f"{OUT_OF_DISTRIBUTION}: {'; '.join(reasons)}" if reasons else ""
+    note = ""
+    if prediction.out_of_distribution:
+        note = f"{OUT_OF_DISTRIBUTION}: {why_unlike_training(prediction, detector.config)}"
     return [
         name,
         round(prediction.tumor_probability, 4),

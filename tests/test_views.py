@@ -52,6 +52,12 @@ def test_the_verdict_says_in_words_why_an_image_was_flagged():
     assert "chroma 61 > threshold 25" in views.details(photo, CONFIG)["out_of_distribution_reasons"][0]
     assert "background is light" in views.verdict(document, CONFIG)
 
+    both = Prediction(0.2, "inconclusive", 0.05, True, grey, grey, grey, chroma=61.0)
+    assert len(views.details(both, CONFIG)["out_of_distribution_reasons"]) == 2
+    text = views.verdict(both, CONFIG)  # the first check in words, the others counted
+    assert "colour picture" in text and "1 more check(s) fired too" in text
+    assert "autoencoder" not in text
+
 
 class FakeDetector:
     config = CONFIG
