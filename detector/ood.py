@@ -42,8 +42,8 @@ BACKGROUND_LIMIT = 0.5
 CHECKS = (
     ("chroma", CHROMA_LIMIT, "it is a colour picture, and MRI slices are grey"),
     ("background_level", BACKGROUND_LIMIT,
-     "its background is light, as on paper, where an MRI shows the head on a dark background: "
-     "crop away any white margin"),
+     ("its background is light, as on paper, where an MRI shows the head on a dark "
+      "background: crop away any white margin")),
     ("layout_score", "layout_threshold",
      "its edges do not run like an axial slice's: the model reads axial brain MRI slices only"),
     ("anomaly_score", "anomaly_threshold",
