@@ -193,15 +193,14 @@ def _array_to_grey(array: np.ndarray) -> Decoded:
     a = np.asarray(array)
     if a.dtype.kind not in "buif":  # bool, unsigned, signed, float: not complex/object
         raise InvalidImageError(f"Cannot read an image from an array of type {a.dtype}.")
-    chroma = 0.0
-    if a.ndim == 3 and a.shape[2] in (1, 2, 3, 4):
-        chroma = _chroma(a[..., :3]) if a.shape[2] >= 3 else 0.0
-        a = _flatten_channels(a)
-    if a.ndim != 2:
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 2, 3, 4))):
         raise InvalidImageError(
             f"Expected a 2-D grey or H x W x 3 colour image, got an array of shape {a.shape}."
         )
-    _check_size(a.shape[1], a.shape[0])
+    _check_size(a.shape[1], a.shape[0])  # before any per-pixel work
+    chroma = _chroma(a[..., :3]) if a.ndim == 3 and a.shape[2] >= 3 else 0.0
+    if a.ndim == 3:
+        a = _flatten_channels(a)
     if a.dtype == np.uint8:
         return Decoded(np.ascontiguousarray(a), chroma)
     if a.dtype == bool:
