@@ -30,7 +30,7 @@ def out_of_fold_probabilities(
     for fold, (fit_i, held_i) in enumerate(splitter.split(x, y, clusters)):
         model, _ = fit_classifier(
             "report", (x[fit_i], y[fit_i]), (x[held_i], y[held_i]), epochs=epochs,
-            batch_size=64, seed=seed + fold, augment=True, select_on_val=False, verbose=0,
+            batch_size=64, seed=seed + fold, augment="geometric", select_on_val=False, verbose=0,
         )  # fmt: skip
         oof[held_i] = model(x[held_i], training=False).numpy()[:, 0]
     return oof
@@ -63,4 +63,4 @@ def suspects_plot(slices, suspects: np.ndarray, oof: np.ndarray, limit: int = 30
         f"{slices.names[i]}\nlabel {'tumor' if slices.labels[i] else 'normal'}, p={oof[i]:.2f}"
         for i in shown
     ]
-    return plot_examples([slices.crops[i] for i in shown], titles, columns=6)
+    return plot_examples([slices.squares[i] for i in shown], titles, columns=6)

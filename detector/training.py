@@ -8,6 +8,8 @@ from keras import layers
 
 from .models import build_autoencoder, build_classifier
 
+AUGMENTATIONS = ("none", "geometric", "full")
+
 
 def augmenter(seed: int) -> keras.Sequential:
     """Label-preserving changes an MRI slice plausibly undergoes.
@@ -28,14 +30,41 @@ def augmenter(seed: int) -> keras.Sequential:
     )
 
 
-def _dataset(x, y, batch_size: int, seed: int, augment: bool):
+def scanner_look(x, seed: int):
+    """What another scanner, sequence or export does to the same brain, on a batch in [0, 1].
+
+    Gamma (T1 vs T2 vs FLAIR tissue contrast), a smooth multiplicative bias
+    field (coil inhomogeneity), blur by down-then-up sampling (lower
+    resolution, JPEG thumbnails) and Gaussian noise. Dim FLAIR slices and
+    bright T1 slices of other collections were what the Br35H model got wrong.
+    """
     import tensorflow as tf
 
+    batch, side = tf.shape(x)[0], tf.shape(x)[1]
+    gamma = tf.exp(tf.random.uniform([batch, 1, 1, 1], -0.5, 0.5, seed=seed))
+    x = tf.pow(tf.maximum(x, 1e-6), gamma)
+    coarse = tf.random.normal([batch, 4, 4, 1], seed=seed + 1)
+    strength = tf.random.uniform([batch, 1, 1, 1], 0.0, 0.3, seed=seed + 2)
+    x = x * tf.exp(strength * tf.image.resize(coarse, [side, side], method="bilinear"))
+    low = tf.cast(tf.cast(side, tf.float32) * tf.random.uniform([], 0.5, 1.0, seed=seed + 3), tf.int32)
+    x = tf.image.resize(tf.image.resize(x, [low, low], method="area"), [side, side], method="bilinear")
+    sigma = tf.random.uniform([batch, 1, 1, 1], 0.0, 0.05, seed=seed + 4)
+    x = x + sigma * tf.random.normal(tf.shape(x), seed=seed + 5)
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def _dataset(x, y, batch_size: int, seed: int, augment: str):
+    import tensorflow as tf
+
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"Unknown augmentation {augment!r}; choose one of {AUGMENTATIONS}.")
     data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
     data = data.batch(batch_size)
-    if augment:
-        aug = augmenter(seed)
-        data = data.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+    if augment != "none":
+        geometric = augmenter(seed)
+        data = data.map(lambda a, b: (geometric(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+    if augment == "full":
+        data = data.map(lambda a, b: (scanner_look(a, seed), b), num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)
 
 
@@ -47,11 +76,14 @@ def fit_classifier(
     epochs: int,
     batch_size: int,
     seed: int,
-    augment: bool,
+    augment: str,
     select_on_val: bool,
     verbose: int = 1,
 ) -> tuple[keras.Model, dict]:
-    """Train a classifier; keep the epoch with the lowest val loss if select_on_val."""
+    """Train a classifier; keep the epoch with the lowest val loss if select_on_val.
+
+    The classes are weighted to count equally, whatever their numbers.
+    """
     keras.utils.set_random_seed(seed)
     x, y = train
     steps = epochs * int(np.ceil(len(x) / batch_size))
@@ -66,9 +98,15 @@ def fit_classifier(
         validation_data=(val[0], val[1].astype("float32")),
         epochs=epochs,
         callbacks=callbacks,
+        class_weight=_balanced(y),
         verbose=verbose,
     )
     return model, history.history
+
+
+def _balanced(y: np.ndarray) -> dict[int, float]:
+    counts = np.bincount(y.astype(int), minlength=2)
+    return {c: len(y) / (2 * n) if n else 1.0 for c, n in enumerate(counts)}
 
 
 def fit_autoencoder(

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .crop import PreprocessConfig, crop_brain, to_input
+from .crop import PreprocessConfig, crop_brain, resize_square, scale_intensity, to_input
 from .decode import MAX_FILE_BYTES, MAX_PIXELS, decode, decode_with_colour, scale_to_uint8
 from .errors import InvalidImageError
 
@@ -20,6 +20,8 @@ __all__ = [
     "decode",
     "decode_with_colour",
     "preprocess",
+    "resize_square",
+    "scale_intensity",
     "scale_to_uint8",
     "to_input",
 ]

@@ -26,6 +26,10 @@ class PreprocessConfig:
     dilate_iterations: int = 2
     # A "brain" smaller than this share of the picture is noise, not a head.
     min_brain_fraction: float = 0.02
+    # "raw": grey levels / 255. "percentile": each slice scaled so that its
+    # head's 99th percentile is 1, so that a dim scan looks like a bright one
+    # (collections and scanners differ more in brightness than brains do).
+    intensity: str = "raw"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,10 +74,33 @@ def crop_brain(grey: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()) -> 
     return np.ascontiguousarray(grey[y : y + h, x : x + w])
 
 
+INTENSITY_MODES = ("raw", "percentile")
+# Pixels darker than this share of the slice's brightest are background, not head.
+HEAD_FLOOR = 0.1
+HEAD_PERCENTILE = 99.0
+
+
 def to_input(cropped: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
-    """Resize a cropped slice to the network input: float32 (S, S, C) in [0, 1]."""
-    size = cfg.image_size
+    """A cropped slice as the network input: float32 (S, S, C) in [0, 1]."""
+    return scale_intensity(resize_square(cropped, cfg.image_size), cfg)
+
+
+def resize_square(cropped: np.ndarray, size: int) -> np.ndarray:
+    """The crop squashed to size x size, still uint8 grey."""
     interpolation = cv2.INTER_AREA if min(cropped.shape) >= size else cv2.INTER_LINEAR
-    resized = cv2.resize(cropped, (size, size), interpolation=interpolation)
-    x = resized.astype(np.float32)[..., None] / 255.0
+    return cv2.resize(cropped, (size, size), interpolation=interpolation)
+
+
+def scale_intensity(square: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """uint8 (S, S) -> float32 (S, S, C) in [0, 1], as cfg.intensity says."""
+    if cfg.intensity not in INTENSITY_MODES:
+        raise ValueError(f"Unknown intensity mode {cfg.intensity!r}; choose one of {INTENSITY_MODES}.")
+    x = square.astype(np.float32)
+    if cfg.intensity == "percentile":
+        head = x[x > HEAD_FLOOR * x.max()]
+        top = float(np.percentile(head, HEAD_PERCENTILE)) if head.size else 255.0
+        x = np.clip(x / max(top, 1.0), 0.0, 1.0)
+    else:
+        x = x / 255.0
+    x = x[..., None]
     return np.repeat(x, cfg.channels, axis=-1) if cfg.channels > 1 else x
