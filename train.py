@@ -1,11 +1,12 @@
 """Train the brain-tumour detector.
 
-data -> near-duplicate clusters -> leak-free split -> fit CNN + autoencoder
--> choose calibration/thresholds on val -> read test once -> save_pretrained
-(atomically) -> optional push_to_hub.
+data (one or more collections) -> near-duplicate clusters and patients ->
+leak-free split -> fit CNN + autoencoder -> choose calibration/thresholds on
+val -> read test once -> save_pretrained (atomically) -> optional push_to_hub.
 
     python train.py --data ../shared/data/br35h --out runs/default
-    python train.py --data ../shared/data/br35h --out runs/report --arch report
+    python train.py --data ../shared/data/{br35h,sartaj,figshare,ms,oasis} --out runs/union
+    python train.py --data ../shared/data/{br35h,sartaj,figshare,ms,oasis} --hold-out sartaj --out runs/no-sartaj
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 import numpy as np
 
+from detector.training import AUGMENTATIONS
 from preprocessing import PreprocessConfig
+from preprocessing.crop import INTENSITY_MODES
 
 
 @dataclass(frozen=True)
@@ -35,16 +38,20 @@ class Recipe:
     channels: int
     epochs: int
     batch_size: int
-    augment: bool
+    augment: str  # detector.training.AUGMENTATIONS
+    intensity: str  # preprocessing.PreprocessConfig.intensity
     select_on_val: bool  # keep the best val epoch rather than the last
     tta_flip: bool  # average P(tumour) over the slice and its mirror image
 
 
 RECIPES = {
     # The report's protocol as published: RGB 150x150, 20 epochs, last epoch.
-    "report": Recipe(150, 3, 20, 64, augment=False, select_on_val=False, tta_flip=False),
-    # Flip averaging raised val accuracy from 0.967 to 0.990 (val AUROC 0.997 -> 0.999).
-    "default": Recipe(96, 1, 24, 32, augment=True, select_on_val=True, tta_flip=True),
+    "report": Recipe(150, 3, 20, 64, "none", "raw", select_on_val=False, tta_flip=False),
+    # Trained on all five collections (~10,000 training slices) at 64 px: a fit
+    # takes minutes, not hours, so every held-out collection is scored with
+    # this very recipe. Per-slice intensity scaling and scanner-look
+    # augmentation: see the README's table of what was tried.
+    "default": Recipe(64, 1, 10, 32, "full", "percentile", select_on_val=True, tta_flip=True),
 }
 # Out-of-distribution thresholds, as quantiles of the validation slices' scores.
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
@@ -58,8 +65,15 @@ LAYOUT_QUANTILE = 0.99
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="folder with two class folders (yes/no, tumor/normal, abnormal/normal) or a Hub dataset id")
+    parser.add_argument("--data", required=True, nargs="+", type=Path, metavar="DIR",
+                        help="collections: br35h, sartaj, figshare, ms, oasis (../shared/data/README.md), "
+                             "or folders with two class folders (yes/no, tumor/normal, abnormal/normal)")
     parser.add_argument("--out", required=True, type=Path, help="model directory to write (replaced atomically)")
+    parser.add_argument("--hold-out", metavar="COLLECTION",
+                        help="train on the other collections and test on this one whole (and nothing else)")
+    parser.add_argument("--cache-dir", type=Path, help="keep the decoded slices here between runs")
+    parser.add_argument("--augment", choices=AUGMENTATIONS, help="default: per architecture")
+    parser.add_argument("--intensity", choices=INTENSITY_MODES, help="default: per architecture")
     parser.add_argument("--arch", choices=sorted(RECIPES), default="default")
     parser.add_argument("--split", choices=["cluster", "random"], default="cluster",
                         help="cluster: leak-free (default); random: the report's leaky split, for comparison")
@@ -68,11 +82,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, help="input side in pixels (default: per architecture)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--exclude", type=Path, metavar="FILE",
-                        help="file names (one per line, e.g. no/no26.jpg) to drop from train and val as mislabeled")
+                        help="file names (one per line, e.g. br35h/no/no26.jpg) to drop from train and val as mislabeled")
     parser.add_argument("--audit-labels", action="store_true",
                         help="cross-validate a fast CNN by cluster and publish cleanlab's label suspects (+2 min)")
     parser.add_argument("--compare-with", nargs="*", type=Path, default=[], metavar="DIR",
                         help="model dirs (e.g. --arch report runs) whose test metrics the card shows beside these")
+    parser.add_argument("--held-out-runs", nargs="*", type=Path, default=[], metavar="DIR",
+                        help="--hold-out model dirs whose held-out-collection figures the card shows")
     parser.add_argument("--push-to-hub", metavar="USER/REPO", help="upload the model directory after training")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--verbose", type=int, default=2, help="Keras progress: 0 silent, 1 bar, 2 line per epoch")
@@ -82,11 +98,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     recipe = RECIPES[args.arch]
-    cfg = PreprocessConfig(image_size=args.image_size or recipe.image_size, channels=recipe.channels)
+    cfg = PreprocessConfig(
+        image_size=args.image_size or recipe.image_size,
+        channels=recipe.channels,
+        intensity=args.intensity or recipe.intensity,
+    )
     started = time.time()
     detector = train(args, recipe, cfg)
     detector.config["training"]["total_seconds"] = round(time.time() - started)
     detector.config["baselines"] = [baseline(d, detector.assets["split.json"]) for d in args.compare_with]
+    detector.config["held_out"] = [held_out(d) for d in args.held_out_runs]
     save_atomically(detector, args.out)
     print_summary(detector.config, args.out)
     if args.push_to_hub:
@@ -96,26 +117,20 @@ def main(argv=None) -> int:
 
 def train(args, recipe: Recipe, cfg: PreprocessConfig):
     from detector import BrainTumorDetector
-    from detector.data import DUPLICATE_CORRELATION, load_slices, split_at_random, split_by_cluster
+    from detector.data import DUPLICATE_CORRELATION, load_slices
     from detector.evaluation import classification_metrics, plot_history
     from detector.ood import fit_layout
     from detector.training import fit_autoencoder, fit_classifier
 
-    print(f"Loading {args.data} ...", flush=True)
-    slices = load_slices(args.data, cfg)
+    print(f"Loading {', '.join(map(str, args.data))} ...", flush=True)
+    slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
     clusters = slices.clusters()
-    if args.split == "cluster":
-        split = split_by_cluster(slices.labels, clusters, args.seed)
-    else:
-        split = split_at_random(slices.labels, args.seed)
+    split, leak = make_split(slices, clusters, args)
     excluded = read_exclusions(args.exclude, slices.names)
     keep = np.array([name not in excluded for name in slices.names])
     train_i, val_i, test_i = split["train"], split["val"], split["test"]
     train_i, val_i = train_i[keep[train_i]], val_i[keep[val_i]]
-    leak = float(slices.max_correlation(test_i, np.concatenate([train_i, val_i])).max())
-    if args.split == "cluster" and leak >= DUPLICATE_CORRELATION:
-        raise RuntimeError(f"Split leaks: a test slice correlates {leak:.3f} with train/val.")
-    print(f"{len(slices.names)} slices, {clusters.max() + 1} near-duplicate clusters; "
+    print(f"{len(slices)} slices, {clusters.max() + 1} groups (near-duplicates, patients); "
           f"train {len(train_i)}, val {len(val_i)}, test {len(test_i)}", flush=True)  # fmt: skip
 
     x, y = slices.inputs(cfg), slices.labels
@@ -123,7 +138,8 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     classifier, history = fit_classifier(
         args.arch, (x[train_i], y[train_i]), (x[val_i], y[val_i]),
         epochs=args.epochs or recipe.epochs, batch_size=recipe.batch_size, seed=args.seed,
-        augment=recipe.augment, select_on_val=recipe.select_on_val, verbose=args.verbose,
+        augment=args.augment or recipe.augment, select_on_val=recipe.select_on_val,
+        verbose=args.verbose,
     )  # fmt: skip
     normal_train, normal_val = train_i[y[train_i] == 0], val_i[y[val_i] == 0]
     print("Autoencoder (normal slices only) ...", flush=True)
@@ -148,9 +164,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     # The layout check's subspace comes from the training slices; its threshold from val.
     detector = BrainTumorDetector(classifier, autoencoder, config, ood=fit_layout(x[train_i]))
     tune_on_val(detector, x[val_i], y[val_i], slices.chroma[val_i])
-    p_test = evaluate_on_test(
-        detector, x[test_i], y[test_i], slices.chroma[test_i], [slices.crops[i] for i in test_i]
-    )
+    p_test = evaluate_on_test(detector, slices, x, test_i)
     if excluded:
         clean = keep[test_i]
         detector.config["metrics"]["test_excluding_suspects"] = classification_metrics(
@@ -160,18 +174,60 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         audit_labels(detector, slices, clusters, excluded, args.seed)
     detector.config["split"] = {
         "method": args.split, "threshold": DUPLICATE_CORRELATION, "clusters": int(clusters.max() + 1),
+        "held_out": args.hold_out,
         "train": len(train_i), "val": len(val_i), "test": len(test_i),
         "max_test_correlation": round(leak, 4),
     }  # fmt: skip
     detector.config["training"] = {
-        "data": Path(args.data).name, "epochs": len(history["loss"]), "ae_epochs": args.ae_epochs,
-        "batch_size": recipe.batch_size, "augment": recipe.augment, "seed": args.seed,
+        "data": sorted(set(slices.collections)), "epochs": len(history["loss"]),
+        "ae_epochs": args.ae_epochs, "batch_size": recipe.batch_size,
+        "augment": args.augment or recipe.augment, "seed": args.seed,
         "fit_seconds": fit_seconds, "skipped_files": len(slices.skipped),
         "excluded_from_train_val": sorted(excluded),
     }  # fmt: skip
     detector.assets.update(plot_history(history))
     detector.assets["split.json"] = split_json(slices, split, clusters, excluded)
     return detector
+
+
+def make_split(slices, clusters: np.ndarray, args) -> tuple[dict[str, np.ndarray], float]:
+    """train/val/test indices, and the highest test-to-train/val thumbnail correlation.
+
+    Leak-free: whole groups (near-duplicates, patients) at a time, each
+    collection and class in proportion. With --hold-out, test is one
+    collection whole, and train/val lose every slice grouped with it (most
+    figshare slices have copies in sartaj).
+    """
+    from detector.data import split_at_random, split_by_cluster
+
+    strata = np.array([f"{c}/{label}" for c, label in zip(slices.collections, slices.labels)])
+    if args.hold_out:
+        held = slices.in_collection(args.hold_out)
+        if not held.any():
+            raise SystemExit(f"--hold-out {args.hold_out}: no such collection in {sorted(set(slices.collections))}")
+        rest = np.flatnonzero(~np.isin(clusters, clusters[held]))
+        part = split_by_cluster(strata[rest], clusters[rest], args.seed, with_test=False)
+        split = {"train": rest[part["train"]], "val": rest[part["val"]], "test": np.flatnonzero(held)}
+    elif args.split == "cluster":
+        split = split_by_cluster(strata, clusters, args.seed)
+    else:
+        split = split_at_random(slices.labels, args.seed)
+    leak = slices.max_correlation(split["test"], np.concatenate([split["train"], split["val"]]))
+    if args.split == "cluster":
+        check_no_leak(slices, split, leak)
+    return split, float(leak.max())
+
+
+def check_no_leak(slices, split: dict, leak: np.ndarray) -> None:
+    """No test slice may have a near-duplicate in train or val, except a slice
+    of another known patient of its collection (registered heads look alike)."""
+    from detector.data import DUPLICATE_CORRELATION
+
+    rest = np.concatenate([split["train"], split["val"]])
+    for i in split["test"][leak >= DUPLICATE_CORRELATION]:
+        twins = rest[slices.max_correlation(rest, np.array([i])) >= DUPLICATE_CORRELATION]
+        if not slices.different_patients(np.full(len(twins), i), twins).all():
+            raise RuntimeError(f"Split leaks: test slice {slices.names[i]} has a near-duplicate in train/val.")
 
 
 def read_exclusions(path: Path | None, names: list[str]) -> set[str]:
@@ -228,10 +284,12 @@ def tune_on_val(detector, x_val: np.ndarray, y_val: np.ndarray, chroma_val: np.n
     }
 
 
-def evaluate_on_test(detector, x_test, y_test, chroma_test, crops) -> np.ndarray:
-    """Read the test split, once: metrics, autoencoder AUROC and the plots.
+def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.ndarray:
+    """Read the test split, once: metrics (overall and per subgroup), autoencoder
+    AUROC and the plots. Returns the calibrated P(tumour) of each test slice.
 
-    Returns the calibrated P(tumour) of each test slice.
+    A held-out collection of one class (figshare: tumours; ms, oasis: none)
+    has no AUROC and no ROC curve; its sensitivity or specificity is the figure.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -241,26 +299,36 @@ def evaluate_on_test(detector, x_test, y_test, chroma_test, crops) -> np.ndarray
         plot_confusion,
         plot_reliability,
         plot_roc,
+        subgroup_metrics,
+        subgroups,
     )
 
-    p, scores = detector.predict_arrays(x_test, chroma_test)
+    x_test, y_test = x[test_i], slices.labels[test_i]
+    p, scores = detector.predict_arrays(x_test, slices.chroma[test_i])
     low, high = detector.config["inconclusive_band"]
     threshold = detector.config["decision_threshold"]
+    both_classes = 0 < y_test.mean() < 1
     detector.config["metrics"].update(
         test=classification_metrics(y_test, p, threshold),
+        test_by_subgroup={
+            name: subgroup_metrics(y_test[members], p[members], threshold)
+            for name, members in subgroups(slices, test_i).items()
+        },
         ece_test=round(expected_calibration_error(y_test, p), 4),
         inconclusive_rate_test=float(np.mean((p >= low) & (p <= high))),
-        autoencoder_test_auroc=round(float(roc_auc_score(y_test, scores["anomaly_score"])), 4),
+        autoencoder_test_auroc=(
+            round(float(roc_auc_score(y_test, scores["anomaly_score"])), 4) if both_classes else None
+        ),
         ood_rate_test=float(np.mean(detector.out_of_distribution(scores))),
     )
-    detector.assets.update(
-        {
-            "roc.png": plot_roc(y_test, {"CNN": p, "autoencoder error": scores["anomaly_score"]}),
-            "confusion.png": plot_confusion(y_test, p, threshold),
-            "reliability.png": plot_reliability(y_test, p),
-            **example_plots(detector, x_test, y_test, p, crops),
-        }
-    )
+    plots = {
+        "confusion.png": plot_confusion(y_test, p, threshold),
+        "reliability.png": plot_reliability(y_test, p),
+        **example_plots(detector, x_test, y_test, p, slices.squares[test_i]),
+    }
+    if both_classes:
+        plots["roc.png"] = plot_roc(y_test, {"CNN": p, "autoencoder error": scores["anomaly_score"]})
+    detector.assets.update(plots)
     return p
 
 
@@ -272,7 +340,7 @@ def example_plots(detector, x_test, y_test, p, crops) -> dict[str, bytes]:
     picks = np.concatenate([
         rng.choice(members, min(5, len(members)), replace=False)
         for members in (np.flatnonzero(y_test == c) for c in (1, 0))
-    ])  # fmt: skip
+    ]).astype(int)  # fmt: skip
     names = {0: "normal", 1: "tumor"}
     titles = [f"true {names[y_test[i]]}\npred {detector.label_for(p[i])} ({p[i]:.2f})" for i in picks]
     examples = plot_examples([crops[i] for i in picks], titles)
@@ -285,14 +353,14 @@ def example_plots(detector, x_test, y_test, p, crops) -> dict[str, bytes]:
 
 
 def split_json(slices, split: dict, clusters: np.ndarray, excluded: set[str]) -> bytes:
-    """sha256 of each file -> its split, file name, label, cluster, and whether
-    it was left out of training as mislabeled."""
+    """sha256 of each file -> its split, file name, collection, patient, label,
+    cluster, and whether it was left out of training as mislabeled."""
     entries = {}
     for name, index in split.items():
         for i in index:
             entries[slices.sha256[i]] = {
-                "split": name, "file": slices.names[i],
-                "label": int(slices.labels[i]), "cluster": int(clusters[i]),
+                "split": name, "file": slices.names[i], "collection": slices.collections[i],
+                "patient": slices.patients[i], "label": int(slices.labels[i]), "cluster": int(clusters[i]),
                 "excluded": slices.names[i] in excluded,
             }  # fmt: skip
     return (json.dumps(entries, indent=1, sort_keys=True) + "\n").encode()
@@ -309,6 +377,13 @@ def baseline(model_dir: Path, our_split: bytes) -> dict:
         "same_test_set": same_split, "test": config["metrics"]["test"],
         "fit_seconds": config["training"]["fit_seconds"],
     }  # fmt: skip
+
+
+def held_out(model_dir: Path) -> dict:
+    """A --hold-out run's figures on the collection it never saw."""
+    from detector.evaluation import held_out_summary
+
+    return held_out_summary(json.loads((model_dir / "config.json").read_text()))
 
 
 def _test_files(split: dict) -> set[str]:
@@ -334,6 +409,10 @@ def save_atomically(detector, out: Path) -> None:
         staging.rename(out)
 
 
+def fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def print_summary(config: dict, out: Path) -> None:
     m, s = config["metrics"], config["split"]
     print(f"\nSplit: {s['method']} ({s['clusters']} near-duplicate clusters), train {s['train']} / "
@@ -342,8 +421,12 @@ def print_summary(config: dict, out: Path) -> None:
     for name in ("accuracy", "auroc", "sensitivity", "specificity"):
         value, (low, high) = m["test"][name]["value"], m["test"][name]["ci95"]
         print(f"{name:<22}{value:>8.3f}   [{low:.3f}, {high:.3f}]")
+    print(f"\n{'test subgroup':<26}{'n':>6}{'tumours':>9}{'AUROC':>8}{'sens':>8}{'spec':>8}")
+    for name, g in m["test_by_subgroup"].items():
+        cells = "".join(f"{'-' if g[k] is None else format(g[k], '.3f'):>8}" for k in ("auroc", "sensitivity", "specificity"))
+        print(f"{name:<26}{g['n']:>6}{g['tumors']:>9}{cells}")
     rows = [
-        ("autoencoder AUROC", f"{m['autoencoder_test_auroc']:.3f}"),
+        ("autoencoder AUROC", fmt(m["autoencoder_test_auroc"])),
         ("temperature", f"{config['temperature']:.3f}"),
         ("ECE val / test", f"{m['ece_val']:.3f} / {m['ece_test']:.3f}"),
         ("inconclusive band", f"{config['inconclusive_band']}  ({m['inconclusive_rate_test']:.1%} of test)"),

@@ -53,7 +53,9 @@ def render_model_card(config: dict, assets: dict) -> str:
 def card_data(config: dict) -> ModelCardData:
     # Br35H has no fixed Hub dataset id, so `datasets` is left out rather than
     # pointing at a page that does not exist; the card's text names the source.
-    results = eval_results(_metrics(config).get("test", {}))
+    data = (config.get("training") or {}).get("data")
+    collections = ", ".join(data) if isinstance(data, list) else (data or "brain MRI")
+    results = eval_results(_metrics(config).get("test", {}), collections)
     return ModelCardData(
         model_name=MODEL_NAME if results else None,  # model-index needs a name; nothing else does
         library_name="keras",
@@ -65,14 +67,13 @@ def card_data(config: dict) -> ModelCardData:
             "brain-tumor",
             "keras",
             "tensorflow",
-            "br35h",
             "anomaly-detection",
         ],
         eval_results=results or None,
     )
 
 
-def eval_results(test_metrics: dict) -> list[EvalResult]:
+def eval_results(test_metrics: dict, collections: str = "brain MRI") -> list[EvalResult]:
     """model-index entries for the test metrics that have a finite value."""
     results = []
     for key, name in HEADLINE_METRICS.items():
@@ -82,9 +83,9 @@ def eval_results(test_metrics: dict) -> list[EvalResult]:
         results.append(
             EvalResult(
                 task_type="image-classification",
-                task_name="Brain tumour detection (axial MRI slice)",
-                dataset_type="br35h",
-                dataset_name="Br35H, leak-free cluster split",
+                task_name="Brain tumour detection (MRI slice)",
+                dataset_type="brain-mri-union",
+                dataset_name=f"{collections}, leak-free split by group and patient",
                 dataset_split="test",
                 metric_type=key,
                 metric_name=name,
@@ -134,8 +135,48 @@ def card_context(config: dict, assets: dict) -> dict:
         "training": training,
         "training_seconds": training.get("fit_seconds") or training.get("seconds"),
         "plots": plots(assets),
+        "collections": ", ".join(training.get("data") or []) if isinstance(training.get("data"), list) else training.get("data"),
+        "subgroup_table": subgroup_table(metrics["test_by_subgroup"]) if metrics.get("test_by_subgroup") else None,
+        "held_out_table": held_out_table(config["held_out"]) if config.get("held_out") else None,
+        "intensity": (config.get("preprocessing") or {}).get("intensity", "raw"),
         "other_files": sorted(name for name in assets if not name.endswith(".png")),
     }
+
+
+HELD_OUT_COLUMNS = {
+    "collection": "held out", "n": "slices", "tumors": "tumours", "auroc": "AUROC",
+    "sensitivity": "sensitivity", "specificity": "specificity",
+    "sartaj axial normals: specificity": "sartaj axial normals: specificity",
+    "sagittal/coronal normals: specificity": "sagittal/coronal normals: specificity",
+}  # fmt: skip
+HELD_OUT_DETAILS = {
+    "trained_on": "trained on (slices)", "image_size": "input (px)", "intensity": "intensity",
+    "augment": "augment", "epochs": "epochs", "fit_seconds": "fit (s)",
+}  # fmt: skip
+SUBGROUP_COLUMNS = ("n", "tumors", "auroc", "sensitivity", "specificity")
+
+
+def held_out_table(summaries: list[dict], details: bool = False) -> str:
+    """Markdown table of evaluation.held_out_summary rows; '-' where a class is missing."""
+    columns = {**HELD_OUT_COLUMNS, **(HELD_OUT_DETAILS if details else {})}
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    for summary in summaries:
+        lines.append("| " + " | ".join(_cell(summary.get(key)) for key in columns) + " |")
+    return "\n".join(lines)
+
+
+def subgroup_table(groups: dict) -> str:
+    """Markdown table of metrics.test_by_subgroup: one row per collection or subgroup."""
+    lines = ["| test slices of | " + " | ".join(SUBGROUP_COLUMNS) + " |", "|---|" + "---|" * len(SUBGROUP_COLUMNS)]
+    for name, row in groups.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(row.get(key)) for key in SUBGROUP_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def input_shape(preprocessing: dict) -> str:

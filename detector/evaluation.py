@@ -40,6 +40,54 @@ def classification_metrics(
     return out
 
 
+# Non-axial planes as the collections label them.
+NON_AXIAL = ("sagittal", "coronal", "sagittal-or-coronal")
+# Normals on which a model that learnt a collection or a plane, not tumours, fails.
+SHORTCUT_GROUPS = ("sartaj axial normals", "sagittal/coronal normals")
+
+
+def subgroups(slices, index: np.ndarray) -> dict[str, np.ndarray]:
+    """Positions within ``index`` of each collection, and of the normals that
+    reveal a shortcut: sartaj's axial normals (T1 post-contrast, like
+    figshare's tumours) and sagittal/coronal normals (most tumours of
+    figshare are sagittal or coronal)."""
+    collections = np.array(slices.collections)[index]
+    planes = np.array(slices.planes)[index]
+    normal = slices.labels[index] == 0
+    groups = {c: collections == c for c in sorted(set(collections))}
+    groups[SHORTCUT_GROUPS[0]] = (collections == "sartaj") & (planes == "axial") & normal
+    groups[SHORTCUT_GROUPS[1]] = np.isin(planes, NON_AXIAL) & normal
+    return {name: np.flatnonzero(members) for name, members in groups.items() if members.any()}
+
+
+def subgroup_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:
+    """n, tumours, and each of METRICS that the subgroup's classes define (else None)."""
+    out = {"n": int(len(y)), "tumors": int(np.sum(y == 1))}
+    for name, metric in METRICS.items():
+        value = float(metric(np.asarray(y), np.asarray(p, np.float64), threshold))
+        out[name] = None if np.isnan(value) else round(value, 4)
+    return out
+
+
+def held_out_summary(config: dict) -> dict:
+    """What a `train.py --hold-out COLLECTION` model scored on that collection."""
+    held_out = config["split"].get("held_out")
+    if not held_out:
+        raise ValueError("Not a `train.py --hold-out` model: its test split is no whole collection.")
+    groups = config["metrics"]["test_by_subgroup"]
+    return {
+        "collection": held_out,
+        **{k: groups[held_out][k] for k in ("n", "tumors", "auroc", "sensitivity", "specificity")},
+        **{f"{g}: specificity": (groups.get(g) or {}).get("specificity") for g in SHORTCUT_GROUPS},
+        "trained_on": config["split"]["train"] + config["split"]["val"],
+        "image_size": config["preprocessing"]["image_size"],
+        "intensity": config["preprocessing"].get("intensity", "raw"),
+        "augment": config["training"].get("augment"),
+        "epochs": config["training"]["epochs"],
+        "fit_seconds": config["training"]["fit_seconds"],
+    }
+
+
 def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
     """Temperature T minimising validation log-loss of sigmoid(logit(p) / T)."""
     logits = _logit(p)

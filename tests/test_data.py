@@ -1,0 +1,193 @@
+"""Several collections as one dataset: labels from each layout, groups, held-out splits.
+
+Drawn slices laid out like the real collections (../shared/data/README.md),
+so that the rules are checked on every machine; test_bundled_model.py checks
+them on the real files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from _images import encode, textured_brain, write_dataset
+
+from detector.catalogue import catalogue
+from detector.data import load_slices
+from preprocessing import PreprocessConfig, scale_intensity
+
+CFG = PreprocessConfig(image_size=32)
+
+
+def _write(path, image) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode(image, "JPEG", quality=92))
+
+
+@pytest.fixture
+def collections(tmp_path):
+    """Miniature br35h, sartaj, figshare and ms folders; figshare/1 is a copy of a sartaj slice."""
+    rng = np.random.default_rng(0)
+    write_dataset(tmp_path / "br35h", per_class=10)
+    sartaj = tmp_path / "sartaj"
+    for kind in ("glioma_tumor", "no_tumor"):
+        for i in range(6):
+            _write(
+                sartaj / "Training" / kind / f"image({i}).jpg",
+                textured_brain(rng, kind != "no_tumor"),
+            )
+    (sartaj / "views.csv").write_text(
+        "path,view\nTraining/no_tumor/image(0).jpg,ct\nTraining/no_tumor/image(1).jpg,axial\n"
+        "Training/glioma_tumor/image(2).jpg,sagittal-or-coronal\n"
+    )
+    figshare = tmp_path / "figshare"
+    rows = ["path,type,patient,cv_fold"]
+    for n in range(1, 9):
+        _write(figshare / "meningioma" / f"{n}.jpg", textured_brain(rng, True))
+        rows.append(f"meningioma/{n}.jpg,meningioma,{100 + n // 3},1")
+    shutil.copy(
+        sartaj / "Training" / "glioma_tumor" / "image(3).jpg", figshare / "meningioma" / "1.jpg"
+    )
+    (figshare / "patients.csv").write_text("\n".join(rows) + "\n")
+    ms = tmp_path / "ms"
+    rows = ["path,patient,study,sequence,plane,skull_stripped"]
+    for i in range(10):
+        plane = ("axial", "sagittal")[i % 2]
+        _write(ms / plane / f"p{i % 5}_{i}.jpg", textured_brain(rng, False))
+        rows.append(f"{plane}/p{i % 5}_{i}.jpg,patient{i % 5},study1,FLAIR,{plane},yes")
+    (ms / "slices.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+
+def test_each_collection_layout_gives_labels_types_planes_and_patients(collections):
+    entries = {
+        e.name: e for c in ("br35h", "sartaj", "figshare", "ms") for e in catalogue(collections / c)
+    }
+    assert entries["br35h/yes/yes0.jpg"].label == 1 and entries["br35h/no/no0.jpg"].label == 0
+    # sartaj: type from the folder; the CT of views.csv is not a labelled MRI.
+    assert "sartaj/Training/no_tumor/image(0).jpg" not in entries
+    assert entries["sartaj/Training/no_tumor/image(1).jpg"].plane == "axial"
+    glioma = entries["sartaj/Training/glioma_tumor/image(2).jpg"]
+    assert (glioma.label, glioma.tumor_type, glioma.plane) == (1, "glioma", "sagittal-or-coronal")
+    meningioma = entries["figshare/meningioma/4.jpg"]
+    assert (meningioma.label, meningioma.tumor_type, meningioma.patient) == (1, "meningioma", "101")
+    sagittal = entries["ms/sagittal/p1_1.jpg"]
+    assert (sagittal.label, sagittal.plane, sagittal.patient) == (0, "sagittal", "patient1")
+
+
+def test_unknown_folders_are_refused(tmp_path):
+    write_dataset(tmp_path, per_class=2, folders=("cats", "dogs"))
+    with pytest.raises(ValueError, match="class folders"):
+        catalogue(tmp_path)
+
+
+def test_groups_join_patients_and_copies_across_collections(collections):
+    roots = [collections / c for c in ("br35h", "sartaj", "figshare", "ms")]
+    slices = load_slices(roots, CFG)
+    groups = dict(zip(slices.names, slices.clusters()))
+    # figshare patient 100 holds slices 1 and 2; slice 1 is a copy of a sartaj slice.
+    assert groups["figshare/meningioma/1.jpg"] == groups["figshare/meningioma/2.jpg"]
+    assert (
+        groups["figshare/meningioma/1.jpg"] == groups["sartaj/Training/glioma_tumor/image(3).jpg"]
+    )
+    assert groups["figshare/meningioma/2.jpg"] != groups["figshare/meningioma/3.jpg"]  # patient 101
+    assert groups["ms/axial/p0_0.jpg"] == groups["ms/sagittal/p0_5.jpg"]
+    assert groups["ms/axial/p0_0.jpg"] != groups["ms/sagittal/p1_1.jpg"]
+
+
+def test_look_alike_slices_of_different_patients_stay_apart(collections):
+    """Registered heads of two people can correlate >= 0.95: that is no copy."""
+    ms = collections / "ms"
+    shutil.copy(ms / "axial" / "p0_0.jpg", ms / "sagittal" / "p1_1.jpg")
+    slices = load_slices([ms], CFG)
+    groups = dict(zip(slices.names, slices.clusters()))
+    assert groups["ms/axial/p0_0.jpg"] != groups["ms/sagittal/p1_1.jpg"]
+
+
+def test_the_cache_gives_back_what_was_decoded(collections, tmp_path):
+    roots = [collections / "figshare", collections / "ms"]
+    fresh = load_slices(roots, CFG, cache_dir=tmp_path / "cache")
+    cached = load_slices(roots, CFG, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    assert cached.names == fresh.names and cached.patients == fresh.patients
+    np.testing.assert_array_equal(cached.squares, fresh.squares)
+    np.testing.assert_array_equal(cached.inputs(CFG), fresh.inputs(CFG))
+
+
+def test_percentile_intensity_makes_a_dim_scan_look_like_a_bright_one():
+    rng = np.random.default_rng(3)
+    bright = textured_brain(rng, tumour=True, size=64)
+    dim = (bright * 0.4).astype(np.uint8)
+    cfg = PreprocessConfig(image_size=64, intensity="percentile")
+    assert np.abs(scale_intensity(dim, cfg) - scale_intensity(bright, cfg)).mean() < 0.02
+    raw = PreprocessConfig(image_size=64)
+    assert np.abs(scale_intensity(dim, raw) - scale_intensity(bright, raw)).mean() > 0.1
+
+
+def test_scanner_look_keeps_shape_and_range():
+    from detector.training import scanner_look
+
+    x = np.random.default_rng(0).uniform(0, 1, (4, 32, 32, 1)).astype(np.float32)
+    y = scanner_look(x, seed=1).numpy()
+    assert y.shape == x.shape and y.min() >= 0.0 and y.max() <= 1.0
+    assert not np.allclose(y, x)
+
+
+@pytest.mark.slow
+def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(collections):
+    """--hold-out figshare, then the union model whose card shows that run's figures."""
+    import train
+
+    roots = [str(collections / c) for c in ("br35h", "sartaj", "figshare", "ms")]
+    tiny = ["--epochs", "1", "--ae-epochs", "1", "--image-size", "32", "--verbose", "0"]
+    held_out = collections / "no-figshare"
+    assert (
+        train.main(["--data", *roots, "--hold-out", "figshare", "--out", str(held_out), *tiny]) == 0
+    )
+    split = json.loads((held_out / "split.json").read_text()).values()
+    tested = {e["file"] for e in split if e["split"] == "test"}
+    assert tested == {f"figshare/meningioma/{n}.jpg" for n in range(1, 9)}
+    # The sartaj copy of figshare/1 is in no split: neither trained on nor tested.
+    assert "sartaj/Training/glioma_tumor/image(3).jpg" not in {e["file"] for e in split}
+    config = json.loads((held_out / "config.json").read_text())
+    assert config["split"]["held_out"] == "figshare"
+    figshare = config["metrics"]["test_by_subgroup"]["figshare"]
+    assert figshare["n"] == figshare["tumors"] == 8 and figshare["specificity"] is None
+    assert 0.0 <= figshare["sensitivity"] <= 1.0
+
+    union = collections / "union"
+    assert (
+        train.main(["--data", *roots, "--out", str(union), "--held-out-runs", str(held_out), *tiny])
+        == 0
+    )
+    config = json.loads((union / "config.json").read_text())
+    assert config["training"]["data"] == ["br35h", "figshare", "ms", "sartaj"]
+    assert {"br35h", "sartaj", "figshare", "ms"} <= set(config["metrics"]["test_by_subgroup"])
+    split = json.loads((union / "split.json").read_text()).values()
+    assert {e["collection"] for e in split if e["split"] == "test"} == {
+        "br35h",
+        "sartaj",
+        "figshare",
+        "ms",
+    }
+    assert config["held_out"][0]["collection"] == "figshare"
+    card = (union / "README.md").read_text()
+    assert (
+        "### Held-out collections" in card
+        and f"| figshare | 8 | 8 | - | {figshare['sensitivity']:.3f} |" in card
+    )
+    # A model that held nothing out has no held-out figures to give.
+    with pytest.raises(ValueError, match="--hold-out"):
+        train.main(
+            [
+                "--data",
+                *roots,
+                "--out",
+                str(collections / "x"),
+                "--held-out-runs",
+                str(union),
+                *tiny,
+            ]
+        )
