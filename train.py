@@ -179,7 +179,8 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "max_test_correlation": round(leak, 4),
     }  # fmt: skip
     detector.config["training"] = {
-        "data": sorted(set(slices.collections)), "epochs": len(history["loss"]),
+        "data": sorted({slices.collections[i] for i in np.concatenate([train_i, val_i])}),
+        "epochs": len(history["loss"]),
         "ae_epochs": args.ae_epochs, "batch_size": recipe.batch_size,
         "augment": args.augment or recipe.augment, "seed": args.seed,
         "fit_seconds": fit_seconds, "skipped_files": len(slices.skipped),

@@ -53,9 +53,7 @@ def render_model_card(config: dict, assets: dict) -> str:
 def card_data(config: dict) -> ModelCardData:
     # Br35H has no fixed Hub dataset id, so `datasets` is left out rather than
     # pointing at a page that does not exist; the card's text names the source.
-    data = (config.get("training") or {}).get("data")
-    collections = ", ".join(data) if isinstance(data, list) else (data or "brain MRI")
-    results = eval_results(_metrics(config).get("test", {}), collections)
+    results = eval_results(_metrics(config).get("test", {}), test_set_name(config))
     return ModelCardData(
         model_name=MODEL_NAME if results else None,  # model-index needs a name; nothing else does
         library_name="keras",
@@ -73,7 +71,17 @@ def card_data(config: dict) -> ModelCardData:
     )
 
 
-def eval_results(test_metrics: dict, collections: str = "brain MRI") -> list[EvalResult]:
+def test_set_name(config: dict) -> str:
+    """What the test split is, in words, for the model-index."""
+    held_out = (config.get("split") or {}).get("held_out")
+    if held_out:
+        return f"{held_out}, whole collection, held out of training"
+    data = (config.get("training") or {}).get("data")
+    collections = ", ".join(data) if isinstance(data, list) else (data or "brain MRI")
+    return f"{collections}, leak-free split by group and patient"
+
+
+def eval_results(test_metrics: dict, test_set: str = "brain MRI") -> list[EvalResult]:
     """model-index entries for the test metrics that have a finite value."""
     results = []
     for key, name in HEADLINE_METRICS.items():
@@ -85,7 +93,7 @@ def eval_results(test_metrics: dict, collections: str = "brain MRI") -> list[Eva
                 task_type="image-classification",
                 task_name="Brain tumour detection (MRI slice)",
                 dataset_type="brain-mri-union",
-                dataset_name=f"{collections}, leak-free split by group and patient",
+                dataset_name=test_set,
                 dataset_split="test",
                 metric_type=key,
                 metric_name=name,
@@ -148,6 +156,7 @@ HELD_OUT_COLUMNS = {
     "sensitivity": "sensitivity", "specificity": "specificity",
     "sartaj axial normals: specificity": "sartaj axial normals: specificity",
     "sagittal/coronal normals: specificity": "sagittal/coronal normals: specificity",
+    "flagged_unlike_training": "share flagged as unlike the training MRIs",
 }  # fmt: skip
 HELD_OUT_DETAILS = {
     "trained_on": "trained on (slices)", "image_size": "input (px)", "intensity": "intensity",

@@ -79,6 +79,7 @@ def held_out_summary(config: dict) -> dict:
         "collection": held_out,
         **{k: groups[held_out][k] for k in ("n", "tumors", "auroc", "sensitivity", "specificity")},
         **{f"{g}: specificity": (groups.get(g) or {}).get("specificity") for g in SHORTCUT_GROUPS},
+        "flagged_unlike_training": config["metrics"]["ood_rate_test"],
         "trained_on": config["split"]["train"] + config["split"]["val"],
         "image_size": config["preprocessing"]["image_size"],
         "intensity": config["preprocessing"].get("intensity", "raw"),

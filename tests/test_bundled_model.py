@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _split import DATA, files_by_split
 from sklearn.metrics import accuracy_score, recall_score, roc_auc_score
 
-ROOT = Path(__file__).resolve().parents[1]
-PRETRAINED = ROOT / "pretrained"
-DATA = ROOT.parent / "shared" / "data"
+PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 
 if not (DATA / "br35h").is_dir():
     if os.environ.get("CI") == "true":
@@ -39,12 +38,7 @@ def split():
 @pytest.fixture(scope="module")
 def files(detector, split) -> dict[str, list[tuple[Path, dict]]]:
     """Every image file of the collections the model was trained on, by split, with its entry."""
-    by_split = {"train": [], "val": [], "test": [], "unlisted": []}
-    for collection in detector.config["training"]["data"]:
-        for path in sorted((DATA / collection).rglob("*.jpg")):
-            entry = split.get(hashlib.sha256(path.read_bytes()).hexdigest())
-            by_split[entry["split"] if entry else "unlisted"].append((path, entry))
-    return by_split
+    return files_by_split(split, detector.config["training"]["data"])
 
 
 def test_split_covers_the_data_and_holds_out_whole_groups(split, files):

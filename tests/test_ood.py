@@ -12,13 +12,13 @@ one, except in CI (CI=true), where it must be there.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _split import DATA, files_by_split
 from conftest import BR35H, PRETRAINED, require
 
 from preprocessing import InvalidImageError
@@ -125,14 +125,12 @@ def test_axial_slices_of_the_same_volume_are_not_flagged(detector, volume):
 
 def test_few_validation_mris_are_flagged(detector):
     assert detector.config["metrics"]["ood_rate_val"] < 0.02
-    require(BR35H.is_dir(), f"Br35H data not found at {BR35H}")
+    require(DATA.is_dir(), f"data not found at {DATA}")
     split = json.loads((MODEL_DIR / "split.json").read_text())
     val = [
         path
-        for path in sorted(BR35H.glob("*/*"))
-        if (entry := split.get(hashlib.sha256(path.read_bytes()).hexdigest()))
-        and entry["split"] == "val"
-        and not entry.get("excluded")
+        for path, entry in files_by_split(split, detector.config["training"]["data"])["val"]
+        if not entry.get("excluded")
     ]
     flagged = np.mean([r.out_of_distribution for r in detector.predict_batch(val)])
     assert flagged == pytest.approx(detector.config["metrics"]["ood_rate_val"], abs=1 / len(val))
