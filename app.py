@@ -27,9 +27,11 @@ HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = HERE / "pretrained"
 BUNDLED_EXAMPLES = HERE / "examples"
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
-# Analyses run at once (TensorFlow's compiled graphs are safe to call from several
-# threads). Chosen by benchmarks/app_bench.py on 2 cores: see the README.
-CONCURRENCY = 2
+# Requests processed at once (TensorFlow's compiled graphs are safe to call from
+# several threads). Measured by benchmarks/app_bench.py on 2 cores (README): under
+# 32 clients, 2 answered 1.4 times slower than the trivial app at p95, 4 and 8 as fast;
+# Gradio's own work per request overlaps, not only the analyses.
+CONCURRENCY = 4
 UPLOAD_HELP = "MRI slice (PNG, JPEG, BMP, TIFF, DICOM, NIfTI)"
 IMAGE_GUIDE = (
     "**Grad-CAM**: where the classifier looked (red: most). **Reconstruction**: the "

@@ -6,7 +6,8 @@ For each queue concurrency, starts `app.py` and a trivial app with the same
 kinds of components and the same queue (File in; a Label, four PNG Images,
 Markdown and JSON out; its callback returns small fresh images at once) on
 127.0.0.1, and times /predict on both through gradio_client: one client, 8
-clients × 4 requests, 32 clients × 4 requests. The ratio app/trivial is what
+clients × 4 requests, 32 clients × 4 requests, each twice, in the order
+trivial, app, app, trivial. The ratio app/trivial is what
 counts on a shared machine. It also reads app.py's RSS before and after 500
 requests. Every load is bounded in requests and in time.
 """
@@ -30,6 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SLICE = ROOT / "examples" / "tumour_glioma_figshare_2199.jpg"
 SCENARIOS = ((1, 20), (8, 4), (32, 4))  # (clients, requests each)
+# Each scenario runs in this order: the shared CPU's speed drifts, and the
+# mirrored order gives both apps the same drift on average.
+ORDER = ("trivial", "app", "app", "trivial")
+RUNS = ORDER.count("app")  # each app's runs of each scenario
 RSS_REQUESTS = 500
 WARM_UP_REQUESTS = 3
 START_TIMEOUT_S = 180
@@ -169,14 +174,17 @@ def _requests(client, path, count: int, deadline: float) -> tuple[list[float], l
 
 # -------------------------------------------------------------------- runs
 def compare(app: Server, trivial: Server, path, scenarios=SCENARIOS) -> list[dict]:
-    """Each scenario on the trivial app, then on app.py, back to back."""
+    """Each scenario run on both apps in ORDER, each app's loads pooled."""
+    servers = {"app": app, "trivial": trivial}
     rows = []
     for clients, requests_each in scenarios:
-        base = load(trivial.url, path, clients, requests_each)
-        ours = load(app.url, path, clients, requests_each)
-        rows.append(
-            {"clients": clients, "requests_each": requests_each, "trivial": base, "app": ours}
-        )
+        row = {"clients": clients, "requests_each": requests_each}
+        for name in ORDER:
+            answers = load(servers[name].url, path, clients, requests_each)
+            pooled = row.setdefault(name, Load(clients, requests_each))
+            pooled.latencies_ms += answers.latencies_ms
+            pooled.errors += answers.errors
+        rows.append(row)
     return rows
 
 
@@ -194,7 +202,7 @@ def measure(model, concurrency: int, path, log_dir: Path | None = None) -> dict:
             load(server.url, path, 1, WARM_UP_REQUESTS)
         rss_before = rss_mb(app.pid)
         rows = compare(app, trivial, path)
-        sent = sum(row["app"].clients * row["app"].requests_each for row in rows)
+        sent = sum(row["app"].clients * row["app"].requests_each * RUNS for row in rows)
         rest = load(app.url, path, 8, -(-(RSS_REQUESTS - sent) // 8))  # ceil: at least 500 in all
         rss_after = rss_mb(app.pid)
     return {
@@ -226,9 +234,9 @@ def table(results: list[dict]) -> str:
             base, ours = row["trivial"], row["app"]
             stat = "p50" if row["clients"] == 1 else "p95"
             lines.append(
-                f"| {result['concurrency']} | {row['clients']} × {row['requests_each']} "
+                f"| {result['concurrency']} | {row['clients']} × {row['requests_each']}, {RUNS} times "
                 f"| {base.p50:.0f} / {base.p95:.0f} | {ours.p50:.0f} / {ours.p95:.0f} "
-                f"| {ratio(row):.2f} ({stat}) | {ours.answered} / {row['clients'] * row['requests_each']} "
+                f"| {ratio(row):.2f} ({stat}) | {ours.answered} / {row['clients'] * row['requests_each'] * RUNS} "
                 f"| {len(ours.errors)} |"
             )
     lines += [
