@@ -29,8 +29,8 @@ BUNDLED_EXAMPLES = HERE / "examples"
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
 # Requests processed at once (TensorFlow's compiled graphs are safe to call from
 # several threads). Measured by benchmarks/app_bench.py on 2 cores (README): under
-# 32 clients, 2 answered 1.4 times slower than the trivial app at p95, 4 and 8 as fast;
-# Gradio's own work per request overlaps, not only the analyses.
+# 32 clients x 4 requests, p95 ratios to a trivial Gradio app were 1.18-1.44 at 2,
+# 0.95-1.28 at 4 and 0.93 at 8.
 CONCURRENCY = 4
 UPLOAD_HELP = "MRI slice (PNG, JPEG, BMP, TIFF, DICOM, NIfTI)"
 IMAGE_GUIDE = (
@@ -130,7 +130,7 @@ def build_app(detector: BrainTumorDetector, examples_dir: str | None = None) -> 
         except InvalidImageError as exc:
             raise _bad_input(exc) from None
         p = view.prediction
-        images = _fresh_pngs(view.cropped, view.grad_cam, view.reconstruction, view.error_map)
+        images = _unique_pngs(view.cropped, view.grad_cam, view.reconstruction, view.error_map)
         return (views.confidences(p), *images, views.verdict(p, config), views.details(p, config))
 
     def run_batch(paths, progress=gr.Progress()):  # noqa: B008 (Gradio looks for this default)
@@ -242,7 +242,7 @@ def _bad_input(exc: InvalidImageError) -> gr.Error:
     return gr.Error(str(exc), title="Cannot analyse this file", print_exception=False)
 
 
-def _fresh_pngs(*arrays) -> list[Image.Image]:
+def _unique_pngs(*arrays) -> list[Image.Image]:
     """PIL images tagged with a fresh id, so each request's PNGs are new files.
 
     Gradio caches an output image under the hash of its bytes and rewrites that
@@ -282,7 +282,8 @@ def _examples(examples_dir: str, upload: gr.File, show_example, shown: list) -> 
     if not files:
         log.warning("No example slices in %s; showing none.", folder)
         return
-    # Not cached: the app starts serving sooner, and a click costs one analysis.
+    # Not cached: caching made launch no faster (README) and would analyse every
+    # example at launch and write a cache folder; a click costs one analysis.
     gr.Examples(
         [[str(p)] for p in files],
         inputs=upload,
