@@ -2,7 +2,7 @@
 
 Layout, callbacks and launch only; what is shown is computed in detector.views.
 
-    python app.py [--model DIR_OR_HUB_REPO] [--revision REV] [--examples DIR]
+    python app.py [--model DIR_OR_HUB_REPO] [--revision REV] [--examples DIR] [--concurrency N]
 
 Serves on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860).
 """
@@ -25,10 +25,13 @@ from preprocessing import MAX_FILE_BYTES
 
 HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = HERE / "pretrained"
+BUNDLED_EXAMPLES = HERE / "examples"
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
-# Two analyses at a time keep two CPU cores busy; more would only wait inside TensorFlow
-# (whose compiled graphs are safe to call from several threads).
-CONCURRENCY = 2
+# Requests processed at once (TensorFlow's compiled graphs are safe to call from
+# several threads). Measured by benchmarks/app_bench.py on 2 cores (README): under
+# 32 clients x 4 requests, p95 ratios to a trivial Gradio app were 1.18-1.44 at 2,
+# 0.95-1.28 at 4 and 0.93 at 8.
+CONCURRENCY = 4
 UPLOAD_HELP = "MRI slice (PNG, JPEG, BMP, TIFF, DICOM, NIfTI)"
 IMAGE_GUIDE = (
     "**Grad-CAM**: where the classifier looked (red: most). **Reconstruction**: the "
@@ -113,6 +116,11 @@ def build_app(detector: BrainTumorDetector, examples_dir: str | None = None) -> 
         except InvalidImageError as exc:
             raise _bad_input(exc) from None
 
+    def show_example(path):
+        """An example clicked: its preview and its results at once, with no Analyse click."""
+        image, slider, middle, *_ = on_upload(path)
+        return image, slider, middle, *predict(path, middle)
+
     def predict(image, slice_index=None):
         """One slice file -> label confidences, the four images, verdict and details."""
         if image is None:
@@ -141,13 +149,13 @@ def build_app(detector: BrainTumorDetector, examples_dir: str | None = None) -> 
         gr.Markdown(f"⚠️ **{views.DISCLAIMER}**", elem_id="disclaimer")
 
         with gr.Tab("Slice"), gr.Row():
-            with gr.Column(scale=2):
+            with gr.Column(scale=2) as upload_column:
                 upload = gr.File(label=UPLOAD_HELP, elem_id="upload")
                 preview = gr.Image(
                     label="Uploaded slice",
                     interactive=False,
                     format="png",
-                    height=260,
+                    height=views.DISPLAY_SIZE + 20,
                     buttons=["fullscreen"],
                     elem_classes="scan",
                 )
@@ -155,8 +163,6 @@ def build_app(detector: BrainTumorDetector, examples_dir: str | None = None) -> 
                     label="Axial slice", minimum=0, maximum=1, step=1, visible=False
                 )
                 analyse_button = gr.Button("Analyse", variant="primary", elem_id="analyse")
-                if examples_dir:
-                    _examples(examples_dir, upload)
             with gr.Column(scale=3):
                 verdict = gr.Markdown(label="Verdict", elem_id="verdict")
                 # No heading: the verdict above decides (threshold, band), not the larger bar.
@@ -196,15 +202,22 @@ def build_app(detector: BrainTumorDetector, examples_dir: str | None = None) -> 
                 gr.Gallery(plots, label="Evaluation plots", columns=2, height="auto")
 
         results = [label, cropped, grad_cam, reconstruction, error_map, verdict, details]
+        shown = [preview, slice_slider, slice_state, *results]
+        if examples_dir:
+            with upload_column:
+                _examples(examples_dir, upload, show_example, shown)
         analyse_button.click(predict, [upload, slice_state], results, api_name="predict")
         batch_button.click(
             run_batch, batch_files, [table, csv_download], api_name="batch", concurrency_limit=1
         )
         # UI-only events: private, and named so that none takes the name "predict".
-        upload.change(
+        # A person's upload or clear, not .change: an example click sets the file too,
+        # and its own results must not be cleared by a preview racing them.
+        gr.on(
+            [upload.upload, upload.clear],
             on_upload,
             upload,
-            [preview, slice_slider, slice_state, *results],
+            shown,
             api_name="upload",
             api_visibility="private",
         )
@@ -241,31 +254,46 @@ def _unique_pngs(*arrays) -> list[Image.Image]:
     for array in arrays:
         image = Image.fromarray(array)
         image.info["request"] = request_id  # saved as a PNG text chunk
+        # Gradio saves with Pillow's default zlib level (6): 11 ms for the colour
+        # Grad-CAM at 240 px, 2.5 ms at level 1, for files 15 % larger. Pillow reads
+        # save() parameters set on the image through `encoderinfo`.
+        image.encoderinfo = {"compress_level": 1}
         images.append(image)
     return images
 
 
 def _image(label: str, elem_id: str) -> gr.Image:
-    # PNG: lossless, so grey levels and the heat map are shown as computed.
-    # No share button: these are medical images.
+    # PNG: lossless, so grey levels and the heat map are shown as computed
+    # (grey images as one-channel PNGs). No share button: these are medical images.
     return gr.Image(
         label=label,
         elem_id=elem_id,
         interactive=False,
         format="png",
-        height=240,
+        height=views.DISPLAY_SIZE,
         buttons=["download", "fullscreen"],
         elem_classes="scan",
     )
 
 
-def _examples(examples_dir: str, upload: gr.File) -> None:
+def _examples(examples_dir: str, upload: gr.File, show_example, shown: list) -> None:
     folder = Path(examples_dir)
     files = sorted(p for p in folder.glob("*") if p.name.lower().endswith(EXAMPLE_SUFFIXES))
     if not files:
         log.warning("No example slices in %s; showing none.", folder)
         return
-    gr.Examples([[str(p)] for p in files], inputs=upload, label="Examples")
+    # Not cached: caching made launch no faster (README) and would analyse every
+    # example at launch and write a cache folder; a click costs one analysis.
+    gr.Examples(
+        [[str(p)] for p in files],
+        inputs=upload,
+        outputs=shown,
+        fn=show_example,
+        cache_examples=False,
+        run_on_click=True,
+        label="Examples: click one",
+        elem_id="examples",
+    )
 
 
 # ------------------------------------------------------------------ launch
@@ -283,8 +311,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--examples",
-        default=os.environ.get("EXAMPLES_DIR"),
-        help="folder of example slices to offer (env EXAMPLES_DIR)",
+        default=os.environ.get("EXAMPLES_DIR") or str(BUNDLED_EXAMPLES),
+        help="folder of example slices to offer (env EXAMPLES_DIR; default: examples/)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(os.environ.get("APP_CONCURRENCY") or CONCURRENCY),
+        help=f"analyses run at once (env APP_CONCURRENCY; default: {CONCURRENCY})",
     )
     return parser.parse_args(argv)
 
@@ -295,7 +329,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     detector = load_detector(args.model, args.revision)
     demo = build_app(detector, args.examples)
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
+    demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
     # Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Spaces set them).
     demo.launch(
         max_file_size=MAX_FILE_BYTES,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,8 @@ class BrainTumorDetector(
         self._forward = tf.function(
             forward, input_signature=[tf.TensorSpec([None, size, size, channels], tf.float32)]
         )
+        self._grad_cam = None  # compiled on the first explanation: predict-only users pay nothing
+        self._grad_cam_lock = threading.Lock()
 
     # ------------------------------------------------------------------ predict
     def predict(self, source, *, slice_index: int | None = None) -> Prediction:
@@ -196,10 +199,20 @@ class BrainTumorDetector(
     # ------------------------------------------------------------------ explain
     def explain(self, source, *, slice_index: int | None = None) -> np.ndarray:
         """Grad-CAM heat map (float32 in [0, 1], model input size) for one slice."""
-        from .explain import grad_cam
+        return self.heat_map(preprocess(source, self.preprocess_config, slice_index=slice_index).x)
 
-        x = preprocess(source, self.preprocess_config, slice_index=slice_index).x
-        return grad_cam(self.classifier, x)
+    def predict_and_explain(self, preprocessed: Preprocessed) -> tuple[Prediction, np.ndarray]:
+        """predict() and explain() of one slice already preprocessed: decoded and cropped once."""
+        return self._predict_slices([preprocessed])[0], self.heat_map(preprocessed.x)
+
+    def heat_map(self, x: np.ndarray) -> np.ndarray:
+        """Grad-CAM heat map of one preprocessed input (S, S, C)."""
+        with self._grad_cam_lock:  # the app explains from several threads; compile once
+            if self._grad_cam is None:
+                from .explain import GradCam
+
+                self._grad_cam = GradCam(self.classifier)
+        return self._grad_cam(x)
 
     # ------------------------------------------------------------- save / load
     def _save_pretrained(self, save_directory: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from preprocessing import InvalidImageError, decode
+from preprocessing import InvalidImageError, decode, preprocess
 from preprocessing.decode import NIFTI_SUFFIXES
 from preprocessing.medical import nifti_slice_count
 
@@ -29,9 +29,15 @@ BATCH_COLUMNS = ["file", "tumor_probability", "label", "anomaly_score", "note"]
 OUT_OF_DISTRIBUTION = "unlike the training MRIs"
 
 
+# The app shows each result image in a box this many pixels high (and about
+# twice as wide); sending it at that size costs no sharpness and keeps the
+# PNGs small and quick to encode.
+DISPLAY_SIZE = 240
+
+
 @dataclass
 class SliceView:
-    """One analysed slice, every image at the cropped brain's own size."""
+    """One analysed slice, every image at the size the app shows it (see _fit)."""
 
     prediction: Prediction
     cropped: np.ndarray  # uint8 grey
@@ -42,9 +48,9 @@ class SliceView:
 
 def analyse(detector: BrainTumorDetector, source, slice_index: int | None = None) -> SliceView:
     """Predict and explain one slice; raises InvalidImageError for bad input."""
-    prediction = detector.predict(source, slice_index=slice_index)
-    heat = detector.explain(source, slice_index=slice_index)
-    cropped = prediction.cropped
+    preprocessed = preprocess(source, detector.preprocess_config, slice_index=slice_index)
+    prediction, heat = detector.predict_and_explain(preprocessed)
+    cropped = _fit(prediction.cropped, DISPLAY_SIZE)
     return SliceView(
         prediction=prediction,
         cropped=cropped,
@@ -54,6 +60,15 @@ def analyse(detector: BrainTumorDetector, source, slice_index: int | None = None
         reconstruction=_resize_like(prediction.reconstruction, cropped),
         error_map=_resize_like(prediction.error_map, cropped),
     )
+
+
+def _fit(image: np.ndarray, size: int) -> np.ndarray:
+    """Scaled, keeping its aspect, into a box ``size`` high and twice as wide."""
+    height, width = image.shape[:2]
+    scale = min(size / height, 2 * size / width)
+    shape = (max(1, round(width * scale)), max(1, round(height * scale)))
+    shrinking = scale < 1
+    return cv2.resize(image, shape, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 def _resize_like(image: np.ndarray, target: np.ndarray) -> np.ndarray:

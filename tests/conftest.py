@@ -6,12 +6,8 @@ in CI (CI=true), where everything must be present.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,7 +15,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT / "pretrained"
 BR35H = Path(__file__).resolve().parents[2] / "shared" / "data" / "br35h"
-APP_START_TIMEOUT_S = 180
 
 
 def require(condition: bool, reason: str) -> None:
@@ -59,47 +54,12 @@ def br35h_slice() -> Path:
 @pytest.fixture(scope="session")
 def app_url(app_model_dir, tmp_path_factory):
     """`python app.py --model ...` on a free port; its URL while the session lasts."""
-    port = _free_port()
+    from benchmarks.app_bench import app_command, serving
+
     log_path = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
-    env.pop("MODEL_ID", None)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "app.py", "--model", str(app_model_dir)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait_until_serving(url, process, log_path)
-        yield url
-    finally:
-        process.terminate()
+    with contextlib.ExitStack() as stack:
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + APP_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:  # not listening yet
-            time.sleep(0.5)
-    pytest.fail(
-        f"app.py did not serve within {APP_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}"
-    )
+            server = stack.enter_context(serving(app_command(app_model_dir), log_path))
+        except RuntimeError as exc:  # it exited, or never served
+            pytest.fail(f"{exc}:\n{log_path.read_text()[-3000:]}")
+        yield server.url

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 NOT_AN_IMAGE = "This file is not an image we can read"
 
@@ -84,6 +88,38 @@ def test_a_colour_photo_is_flagged_and_the_app_says_why(client, tmp_path):
 def test_dicom_and_nifti(client):
     for path in (get_testdata_file("MR_small.dcm"), Path(NIBABEL_DATA) / "anatomical.nii"):
         check_answer(predict(client, path))
+
+
+def example_files() -> list[Path]:
+    import app
+
+    return sorted(p for p in EXAMPLES.iterdir() if p.name.lower().endswith(app.EXAMPLE_SUFFIXES))
+
+
+def test_the_page_offers_the_bundled_examples(app_url):
+    with urllib.request.urlopen(f"{app_url}config", timeout=30) as response:
+        config = json.load(response)
+    [examples] = [c for c in config["components"] if c["type"] == "dataset"]
+    shown = {Path(sample[0]).name for sample in examples["props"]["samples"]}
+    assert shown == {p.name for p in example_files()}
+    assert {".jpg", ".dcm", ".gz"} <= {p.suffix for p in example_files()}
+
+
+def test_every_example_gets_a_verdict(client, app_model_dir):
+    from conftest import PRETRAINED
+
+    for path in example_files():
+        details = check_answer(predict(client, path))
+        if app_model_dir != PRETRAINED:
+            continue  # random weights: any verdict will do
+        # The bundled model's verdict is what each example is there to show.
+        if path.name.startswith("sagittal"):
+            assert details["out_of_distribution"], path.name
+        else:
+            expected = "tumor" if path.name.startswith("tumour") else "normal"
+            assert (details["label"], details["out_of_distribution"]) == (expected, False), (
+                path.name
+            )
 
 
 def test_batch_reports_bad_file_in_its_row(client, br35h_slice, tmp_path):

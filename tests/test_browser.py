@@ -62,3 +62,19 @@ def test_upload_analyse_shows_images_and_probability(browser, app_url, br35h_sli
     screenshot_dir.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(screenshot_dir / "screenshot.png"), full_page=True)
     page.close()
+
+
+def test_clicking_an_example_shows_its_results(browser, app_url):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.locator("#examples").get_by_text("healthy_flair_volume_ms_patient03.nii.gz").click()
+
+    # One click: the slice slider for the volume, and the results without an Analyse click.
+    expect(page.locator("#verdict")).to_contain_text(re.compile(r"P\(tumour\) = \d\.\d\d"))
+    for selector in RESULT_IMAGES:
+        expect(page.locator(f"{selector} img")).to_be_visible()
+    expect(page.get_by_label("Axial slice").first).to_be_visible()
+    page.close()

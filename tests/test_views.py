@@ -49,7 +49,9 @@ def test_the_verdict_says_in_words_why_an_image_was_flagged():
     photo = Prediction(0.6, "inconclusive", 0.01, True, grey, grey, grey, chroma=61.0)
     document = Prediction(0.2, "inconclusive", 0.01, True, grey, grey, grey, background_level=0.8)
     assert "colour picture" in views.verdict(photo, CONFIG)
-    assert "chroma 61 > threshold 25" in views.details(photo, CONFIG)["out_of_distribution_reasons"][0]
+    assert (
+        "chroma 61 > threshold 25" in views.details(photo, CONFIG)["out_of_distribution_reasons"][0]
+    )
     assert "background is light" in views.verdict(document, CONFIG)
 
     both = Prediction(0.2, "inconclusive", 0.05, True, grey, grey, grey, chroma=61.0)
@@ -83,3 +85,35 @@ def test_about_has_disclaimer_metrics_and_thresholds():
     assert views.DISCLAIMER in text
     assert "0.900 [0.870, 0.930]" in text and "500 slices" in text
     assert "not evaluated" in text  # AUROC, sensitivity... are absent
+
+
+def test_analyse_decodes_once_and_sends_images_at_display_size(monkeypatch):
+    from _images import brain
+    from _models import tiny_detector
+
+    import preprocessing
+
+    detector = tiny_detector(40)
+    image = brain()
+    expected = detector.predict(image)
+    heat = detector.explain(image)  # compiles Grad-CAM, so the count below is decoding only
+
+    decoded = []
+    real_decode = preprocessing.decode_with_colour
+    monkeypatch.setattr(
+        preprocessing,
+        "decode_with_colour",
+        lambda *a, **k: decoded.append(1) or real_decode(*a, **k),
+    )
+    view = views.analyse(detector, image)
+    assert len(decoded) == 1
+    assert view.prediction.tumor_probability == expected.tumor_probability
+    _, same_heat = detector.predict_and_explain(
+        preprocessing.preprocess(image, detector.preprocess_config)
+    )
+    np.testing.assert_array_equal(same_heat, heat)
+
+    height, width = view.cropped.shape
+    assert height == views.DISPLAY_SIZE or width == 2 * views.DISPLAY_SIZE
+    assert view.grad_cam.shape == (height, width, 3)
+    assert view.reconstruction.shape == view.error_map.shape == (height, width)
