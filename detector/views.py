@@ -19,7 +19,7 @@ from preprocessing.decode import NIFTI_SUFFIXES
 from preprocessing.medical import nifti_slice_count
 
 from . import ood
-from .card import HEADLINE_METRICS, fmt_metric, fmt_number
+from .card import HEADLINE_METRICS, fmt_metric, fmt_number, held_out_table
 from .card import plots as plot_files
 from .detector import BrainTumorDetector, Prediction
 from .explain import overlay
@@ -191,6 +191,19 @@ def about_markdown(config: dict) -> str:
         )
     else:
         split = "a random split: copies of test scans may be in training, so these are optimistic"
+    data = (config.get("training") or {}).get("data")
+    collections = ", ".join(data) if isinstance(data, list) else (data or "the training data")
+    held_out = ""
+    if config.get("held_out"):
+        held_out = f"""
+## On collections it never saw
+
+The same recipe trained without one collection, scored on that collection whole
+(figshare holds only tumours, ms and oasis only normals). This is how it may fare
+on your scans:
+
+{held_out_table(config["held_out"])}
+"""
     return f"""\
 # ⚠️ {DISCLAIMER}
 
@@ -200,12 +213,12 @@ with high confidence. A clinician reading the scan is the only diagnosis.
 
 ## How well it did on held-out slices
 
-Test slices of Br35H, {split} ({n_test}95 % bootstrap intervals).
+Test slices of {collections}, {split} ({n_test}95 % bootstrap intervals).
 
 | metric | value [95 % CI] |
 | --- | --- |
 {rows}
-
+{held_out}
 The autoencoder's reconstruction error alone separates tumour from normal with
 AUROC {fmt_number(metrics.get("autoencoder_test_auroc"))}; the app uses it to
 flag inputs unlike the training MRIs, not to diagnose.
@@ -226,9 +239,9 @@ flag inputs unlike the training MRIs, not to diagnose.
 
 ## Limits
 
-- Trained on Br35H only: about 3,000 axial 2-D JPEG slices of unknown scanners
-  and sequences, re-encoded and resized. Other sources may fare worse.
-- Some labels are wrong (masses in the "normal" folder, a CT in the "tumour" one);
+- Trained on {collections}: public 2-D JPEG slices of few or unknown scanners
+  and sequences, re-encoded and resized. Other sources fare worse (see above).
+- Some labels are wrong (masses in a "normal" folder, a CT in a "tumour" one);
   the test metrics are computed against the labels as published.
 - One slice at a time: no 3-D context, no tumour type, size or location.
 - DICOM and NIfTI are read, but the model never saw them in training.
