@@ -191,3 +191,23 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(c
                 *tiny,
             ]
         )
+
+
+def test_the_held_out_tables_show_each_run_and_each_recipe_over_seeds():
+    from benchmarks.held_out import mean_table
+
+    from detector.card import held_out_table
+
+    def run(auroc, seed_epochs=10):
+        return {
+            "collection": "sartaj", "n": 10, "tumors": 6, "auroc": auroc, "sensitivity": 0.5,
+            "specificity": None, "sartaj axial normals: specificity": 0.25,
+            "sagittal/coronal normals: specificity": None, "flagged_unlike_training": 0.1,
+            "trained_on": 100, "image_size": 64, "intensity": "percentile", "augment": "full",
+            "epochs": seed_epochs, "fit_seconds": 60,
+        }  # fmt: skip
+
+    assert "| sartaj | 10 | 6 | 0.800 | 0.500 | - | 0.250 | - | 0.100 |" in held_out_table([run(0.8)])
+    rows = mean_table([run(0.8), run(0.9), run(0.7, seed_epochs=6)]).splitlines()
+    assert rows[2] == "| sartaj | 64 | percentile | full | 10 | 2 | 0.850 ± 0.071 | 0.500 ± 0.000 | - | 0.250 ± 0.000 | - |"
+    assert rows[3] == "| sartaj | 64 | percentile | full | 6 | 1 | 0.700 | 0.500 | - | 0.250 | - |"
