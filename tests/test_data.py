@@ -195,7 +195,6 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(c
 
 def test_the_held_out_tables_show_each_run_and_each_recipe_over_seeds():
     from benchmarks.held_out import mean_table
-
     from detector.card import held_out_table
 
     def run(auroc, seed_epochs=10):
