@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -108,7 +109,7 @@ def masks(labels) -> np.ndarray:
     return np.array([[p in ALLOWED[label] for p in PLANES] for label in labels], np.float32)
 
 
-def fit(x, labels, x_val, labels_val, *, epochs: int = 12, seed: int = 0, verbose: int = 2):
+def fit(x, labels, x_val, labels_val, *, epochs: int = 16, seed: int = 0, verbose: int = 2):
     """Train the gate on grey inputs (N, S, S, 1), each class group weighted equally."""
     import keras
 
@@ -116,10 +117,15 @@ def fit(x, labels, x_val, labels_val, *, epochs: int = 12, seed: int = 0, verbos
 
     gate = build_gate(seed)
     trainer = keras.Sequential([augmenter(seed), gate])
-    trainer.compile(optimizer=keras.optimizers.Adam(2e-3), loss=set_valued_loss)
+    steps = epochs * -(-len(x) // 64)
+    schedule = keras.optimizers.schedules.CosineDecay(2e-3, steps)
+    trainer.compile(optimizer=keras.optimizers.Adam(schedule), loss=set_valued_loss)
+    # Val loss swings from epoch to epoch (few val slices of some planes): keep the best.
+    best = keras.callbacks.EarlyStopping(patience=epochs, restore_best_weights=True)
     trainer.fit(
         x, masks(labels), sample_weight=_balanced_weights(labels), epochs=epochs, batch_size=64,
-        validation_data=(x_val, masks(labels_val), _balanced_weights(labels_val)), verbose=verbose,
+        validation_data=(x_val, masks(labels_val), _balanced_weights(labels_val)),
+        callbacks=[best], verbose=verbose,
     )  # fmt: skip
     return gate
 
@@ -173,10 +179,11 @@ def known_planes(slices) -> list[str]:
 
 
 # ------------------------------------------------------------------ training
-def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path, seed: int = 0,
-                   max_axial: int = 3000, epochs: int = 12, verbose: int = 2) -> GateFit:  # fmt: skip
+def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | None, seed: int = 0,
+                   max_axial: int = 3000, epochs: int = 16, verbose: int = 2) -> GateFit:  # fmt: skip
     """Train the gate on the classifier's split of the union plus the extras, choose
-    its threshold on val, and read test once."""
+    its threshold on val, and read test once. ``sartaj``: the folder whose
+    views.csv lists CT slices (None: no CT examples)."""
     planes = known_planes(slices)
     rng = np.random.default_rng(seed)
     part = {}
@@ -201,10 +208,13 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path, see
         np.concatenate([x[train], x_extra]), [planes[i] for i in train] + labels_extra,
         x[part["val"]], [planes[i] for i in part["val"]], epochs=epochs, seed=seed, verbose=verbose,
     )  # fmt: skip
-    val_axial = [i for i in part["val"] if planes[i] == "axial"]
+    # At most 3 % of val's axial slices of the targets' collections flagged (ms/ holds
+    # every level down to the skull base: reported, not tuned for); never under DEFAULT_THRESHOLD.
+    val_axial = [
+        i for i in part["val"] if planes[i] == "axial" and slices.collections[i] in AXIAL_TARGETS
+    ]
     not_axial = 1 - probabilities(gate, x[val_axial])[:, 0]
-    # At most 2 % of val's axial slices flagged; never stricter than DEFAULT_THRESHOLD.
-    threshold = float(max(DEFAULT_THRESHOLD, np.quantile(not_axial, 0.98)))
+    threshold = float(max(DEFAULT_THRESHOLD, np.quantile(not_axial, 0.97)))
 
     test = part["test"]
     x_test_extra, labels_test_extra, groups_extra, refused = made("test")
@@ -218,7 +228,8 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path, see
     for k in rng.permutation(len(test)):
         if len(examples[groups[k]]) < 20:
             examples[groups[k]].append(slices.names[test[k]])
-    examples["CT"] = [f"sartaj/{p}" for p in ct_paths(sartaj, "test")]
+    if sartaj is not None:
+        examples["CT"] = [f"sartaj/{p}" for p in ct_paths(sartaj, "test")]
     metrics = {
         "threshold": threshold,
         "test_examples": examples,
@@ -241,7 +252,7 @@ class GateFit(NamedTuple):
 
 
 # ------------------------------------------------------------------ extras
-def template_cuts(side: int, rng: np.random.Generator, per_plane: int = 150):
+def template_cuts(side: int, rng: np.random.Generator, per_plane: int = 250):
     """MNI152 cut in each plane at random levels through the brain, made to look like
     exported JPEGs. Returns (uint8 squares, labels)."""
     from nilearn.datasets import load_mni152_template
@@ -283,7 +294,7 @@ def exported_look(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
 
 
-def pictures(names, side: int, rng: np.random.Generator, per_picture: int = 12):
+def pictures(names, side: int, rng: np.random.Generator, per_picture: int = 30):
     """scikit-image's pictures, randomly cropped, flipped, turned and maybe inverted.
     Returns (uint8 squares, labels, how many variants no brain crop could be made of)."""
     import skimage
@@ -366,7 +377,7 @@ def _square(grey: np.ndarray, side: int) -> np.ndarray | None:
         return None
 
 
-def extras(side: int, sartaj: Path, part: str, seed: int = 0):
+def extras(side: int, sartaj: Path | None, part: str, seed: int = 0):
     """The made examples of one part ("train" or "test"): (uint8 squares, labels, groups, refused).
 
     Template cuts are train only: the targets are measured on real slices.
@@ -378,7 +389,8 @@ def extras(side: int, sartaj: Path, part: str, seed: int = 0):
     s, lab, ref = pictures(PICTURES_TRAIN if part == "train" else PICTURES_TEST, side, rng)
     parts.append((s, lab, ref, "pictures"))
     parts.append((*documents(60 if part == "train" else 40, side, rng), "documents"))
-    parts.append((*ct_slices(sartaj, side, part), "CT"))
+    if sartaj is not None:
+        parts.append((*ct_slices(sartaj, side, part), "CT"))
     squares, labels, groups, refused = [], [], [], {}
     for s, lab, ref, group in parts:
         squares += s
@@ -400,11 +412,13 @@ def confusion(labels, predicted) -> dict[str, dict[str, int]]:
     }
 
 
+# The collections whose axial slices the axial target is measured on.
+AXIAL_TARGETS = ("br35h", "sartaj", "figshare")
 # Each target: (what, which test groups, the flag rate it must reach; "max" for axial).
 TARGETS = (
     ("sagittal and coronal MRI flagged", ("sagittal/coronal",), ">=", 0.95),
     ("CT and non-MRI pictures flagged", ("CT", "pictures", "documents"), ">=", 0.95),
-    ("axial MRI flagged (Br35H, sartaj, figshare)", ("axial br35h", "axial sartaj", "axial figshare"), "<=", 0.03),
+    ("axial MRI flagged (Br35H, sartaj, figshare)", tuple(f"axial {c}" for c in AXIAL_TARGETS), "<=", 0.03),
 )  # fmt: skip
 
 
@@ -437,7 +451,8 @@ def flag_group(collection: str, label: str) -> str:
 
 
 def format_report(metrics: dict) -> str:
-    lines = ["Confusion matrix (test; rows: label, columns: the gate's verdict)"]
+    lines = [f"Flag when 1 - P(axial) > {metrics['threshold']:.3f} (chosen on val)"]
+    lines.append("Confusion matrix (test; rows: label, columns: the gate's verdict)")
     lines.append(f"{'':<22}" + "".join(f"{p:>10}" for p in PLANES))
     for label, row in metrics["confusion"].items():
         lines.append(f"{label:<22}" + "".join(f"{row[p]:>10}" for p in PLANES))
@@ -504,13 +519,27 @@ def old_checks_table(detector, x_test: np.ndarray, groups, gate_flags) -> dict:
     return table
 
 
+def sartaj_folder(roots) -> Path | None:
+    """The sartaj collection among the data folders, whose views.csv names CT slices."""
+    return next((Path(r) for r in roots if Path(r).name.lower() == "sartaj"), None)
+
+
+def record(detector, fitted: GateFit) -> None:
+    """Put a fitted gate's threshold into a detector, and its metrics (with what the
+    older checks still catch that it misses) and confusion-matrix plot."""
+    detector.config["plane_threshold"] = fitted.threshold
+    flags = [v != "axial" for v in fitted.predicted]
+    fitted.metrics["old_checks"] = old_checks_table(detector, fitted.x_test, fitted.groups, flags)
+    detector.config.setdefault("metrics", {})["plane_gate"] = fitted.metrics
+    detector.assets["plane_gate.png"] = plot_confusion(fitted.metrics)
+
+
 def main(argv=None) -> int:
     """Train the gate on the union's split (as train.py splits it) and add it to a model directory."""
     import argparse
-    import json
 
     from .data import load_slices, split_by_cluster
-    from .detector import CONFIG_FILE, PLANE_GATE_FILE, BrainTumorDetector, _save_keras
+    from .detector import BrainTumorDetector
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--data", nargs="+", type=Path, required=True, help="the five collections")
@@ -519,25 +548,21 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=16)
     args = parser.parse_args(argv)
-    config = json.loads((args.into / CONFIG_FILE).read_text())
-    cfg = PreprocessConfig.from_dict({**config["preprocessing"], "image_size": GATE_SIZE})
+    detector = BrainTumorDetector.from_pretrained(args.into)
+    cfg = PreprocessConfig.from_dict({**detector.config["preprocessing"], "image_size": GATE_SIZE})
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
     strata = np.array([f"{c}/{label}" for c, label in zip(slices.collections, slices.labels)])
     split = split_by_cluster(strata, slices.clusters(), args.seed)  # train.py's split of the union
-    sartaj = next(d for d in args.data if d.name == "sartaj")
-    result = fit_plane_gate(slices, split, cfg, sartaj, args.seed, epochs=args.epochs)
-    print(format_report(result.metrics))
-    detector = BrainTumorDetector.from_pretrained(args.into)
-    flags = [v != "axial" for v in result.predicted]
-    result.metrics["old_checks"] = old_checks_table(detector, result.x_test, result.groups, flags)
-    print(json.dumps(result.metrics["old_checks"], indent=1))
-    config["plane_threshold"] = result.threshold
-    config.setdefault("metrics", {})["plane_gate"] = result.metrics
-    _save_keras(result.gate, args.into / PLANE_GATE_FILE)
-    (args.into / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    (args.into / "plane_gate.png").write_bytes(plot_confusion(result.metrics))
+    fitted = fit_plane_gate(
+        slices, split, cfg, sartaj_folder(args.data), args.seed, epochs=args.epochs
+    )
+    detector.plane_gate = fitted.gate
+    record(detector, fitted)
+    print(format_report(fitted.metrics))
+    print(json.dumps(fitted.metrics["old_checks"], indent=1))
+    detector.save_pretrained(args.into)
     return 0
 
 
