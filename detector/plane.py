@@ -54,6 +54,9 @@ ALLOWED = {
     "sagittal-or-coronal": ("sagittal", "coronal"),
     "not MRI": ("not MRI",),
 }
+# figshare slices labelled by eye (figshare has no plane labels), in sartaj/views.csv's
+# form plus how each was labelled. All are test-split slices: they measure, not train.
+HAND_LABELS = Path(__file__).with_name("figshare_views.csv")
 # The gate flags a slice when its not-axial score, 1 - P(axial), is over this.
 # fit_plane_gate may raise it on val; models without a gate keep it for the header rule.
 DEFAULT_THRESHOLD = 0.5
@@ -156,11 +159,12 @@ def verdicts(p: np.ndarray, threshold: float) -> list[str]:
 
 # ------------------------------------------------------------------ the union's labels
 def known_planes(slices) -> list[str]:
-    """Each slice's plane (Entry.plane), or, when unknown, the plane of its labelled
-    near-copies (thumbnail correlation >= 0.95) when they all agree."""
+    """Each slice's plane: Entry.plane, else HAND_LABELS', else the plane of its
+    labelled near-copies (thumbnail correlation >= 0.95) when they all agree."""
     from .data import DUPLICATE_CORRELATION
 
-    planes = np.array(slices.planes, dtype=object)
+    hand = hand_labels()
+    planes = np.array([p or hand.get(n, "") for p, n in zip(slices.planes, slices.names)], object)
     unknown, labelled = np.flatnonzero(planes == ""), np.flatnonzero(planes != "")
     for start in range(0, len(unknown), 512):
         block = unknown[start : start + 512]
@@ -178,12 +182,23 @@ def known_planes(slices) -> list[str]:
     return list(planes)
 
 
+def hand_labels() -> dict[str, str]:
+    """HAND_LABELS as slice name -> plane, without the doubtful ones."""
+    with HAND_LABELS.open(newline="") as f:
+        return {
+            f"figshare/{row['path']}": row["view"]
+            for row in csv.DictReader(f)
+            if row["view"] in ALLOWED
+        }
+
+
 # ------------------------------------------------------------------ training
 def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | None, seed: int = 0,
-                   max_axial: int = 3000, epochs: int = 16, verbose: int = 2) -> GateFit:  # fmt: skip
+                   max_axial: int = 3000, epochs: int = 16, verbose: int = 2, gate=None) -> GateFit:  # fmt: skip
     """Train the gate on the classifier's split of the union plus the extras, choose
     its threshold on val, and read test once. ``sartaj``: the folder whose
-    views.csv lists CT slices (None: no CT examples)."""
+    views.csv lists CT slices (None: no CT examples). ``gate``: a trained gate
+    to choose the threshold of and measure again (new hand labels), untrained."""
     planes = known_planes(slices)
     rng = np.random.default_rng(seed)
     part = {}
@@ -202,12 +217,14 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
         grey = np.stack([scale_intensity(s, cfg).mean(axis=-1, keepdims=True) for s in squares])
         return grey, labels, groups, refused
 
-    x_extra, labels_extra, _, _ = made("train")
-    train = part["train"]
-    gate = fit(
-        np.concatenate([x[train], x_extra]), [planes[i] for i in train] + labels_extra,
-        x[part["val"]], [planes[i] for i in part["val"]], epochs=epochs, seed=seed, verbose=verbose,
-    )  # fmt: skip
+    train, labels_extra = part["train"], []
+    if gate is None:
+        x_extra, labels_extra, _, _ = made("train")
+        gate = fit(
+            np.concatenate([x[train], x_extra]), [planes[i] for i in train] + labels_extra,
+            x[part["val"]], [planes[i] for i in part["val"]], epochs=epochs, seed=seed,
+            verbose=verbose,
+        )  # fmt: skip
     # At most 3 % of val's axial slices of the targets' collections flagged (ms/ holds
     # every level down to the skull base: reported, not tuned for); never under DEFAULT_THRESHOLD.
     val_axial = [
@@ -265,21 +282,34 @@ def template_cuts(side: int, rng: np.random.Generator, per_plane: int = 250):
             extent[0] + 0.15 * len(extent), extent[-1] - 0.15 * len(extent), per_plane
         ):
             cut = np.rot90(np.take(volume, level, axis=axis))  # anterior or superior at the top
-            grey = exported_look(cut, rng)
-            square = _square(grey, side)
-            if square is not None:
-                squares.append(square), labels.append(plane)
+            looks = [(exported_look(cut, rng), plane)]
+            if axis == 2 and rng.random() < 0.3:  # the same head as a CT slice would show it
+                looks.append((exported_look(ct_look(cut, rng), rng, invert=False), "not MRI"))
+            for grey, label in looks:
+                square = _square(grey, side)
+                if square is not None:
+                    squares.append(square), labels.append(label)
     return squares, labels
 
 
-def exported_look(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def ct_look(cut: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A template slice as CT shows a head: a thick bright skull around a brain of
+    nearly one grey (CT barely tells grey from white matter)."""
+    head = (cut > 0.05 * cut.max()).astype(np.uint8)
+    thickness = int(rng.integers(3, 9))
+    skull = cv2.dilate(head, np.ones((thickness, thickness), np.uint8)) > head
+    brain = 0.35 + rng.uniform(0.03, 0.1) * cut / cut.max()
+    return np.where(skull, 1.0, np.where(head > 0, brain, 0.0))
+
+
+def exported_look(image: np.ndarray, rng: np.random.Generator, invert: bool = True) -> np.ndarray:
     """A float slice as someone's exported JPEG: windowed, gamma, maybe T2-like
     inverted tissue contrast, rotated, framed, resized, noisy, JPEG-compressed."""
     head = image > 0.05 * image.max()
     x = np.clip(image / np.percentile(image[head], rng.uniform(97, 100)), 0, 1) ** rng.uniform(
         0.6, 1.6
     )
-    if rng.random() < 0.3:  # T2/FLAIR-like: tissue contrast inverted inside the head
+    if invert and rng.random() < 0.3:  # T2/FLAIR-like: tissue contrast inverted inside the head
         x = np.where(head, 1.05 - x, 0)
     side = int(rng.integers(160, 320))
     pad = rng.uniform(0.0, 0.25, 4)
@@ -310,6 +340,31 @@ def pictures(names, side: int, rng: np.random.Generator, per_picture: int = 30):
             if square is not None:
                 squares.append(square)
     return squares, ["not MRI"] * len(squares), refused
+
+
+def patterns(n: int, side: int, rng: np.random.Generator):
+    """Synthetic non-MRI pictures: smooth noise, stripes, shapes on a ground, grain."""
+    squares = []
+    for _ in range(n):
+        kind, size = int(rng.integers(4)), 256
+        if kind == 0:
+            k = int(rng.integers(3, 20))
+            image = cv2.resize(rng.random((k, k)), (size, size), interpolation=cv2.INTER_CUBIC)
+        elif kind == 1:
+            yy, xx = np.mgrid[:size, :size] / size
+            image = np.sin(2 * np.pi * (rng.uniform(1, 20) * xx + rng.uniform(1, 20) * yy))
+        elif kind == 2:
+            image = np.full((size, size), rng.random())
+            for _ in range(int(rng.integers(1, 12))):
+                centre = tuple(int(c) for c in rng.integers(0, size, 2))
+                cv2.circle(image, centre, int(rng.integers(5, 90)), rng.random(), -1)
+        else:
+            image = cv2.GaussianBlur(rng.random((size, size)), (0, 0), rng.uniform(0.5, 4))
+        image = (image - image.min()) / max(np.ptp(image), 1e-6)
+        square = _square(np.round(image * 255).astype(np.uint8), side)
+        if square is not None:
+            squares.append(square)
+    return squares, ["not MRI"] * len(squares)
 
 
 def documents(n: int, side: int, rng: np.random.Generator):
@@ -386,6 +441,7 @@ def extras(side: int, sartaj: Path | None, part: str, seed: int = 0):
     parts = []
     if part == "train":
         parts.append((*template_cuts(side, rng), 0, "MNI152 template"))
+        parts.append((*patterns(300, side, rng), 0, "patterns"))
     s, lab, ref = pictures(PICTURES_TRAIN if part == "train" else PICTURES_TEST, side, rng)
     parts.append((s, lab, ref, "pictures"))
     parts.append((*documents(60 if part == "train" else 40, side, rng), "documents"))
@@ -549,7 +605,12 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=16)
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="keep the model's gate: choose its threshold and measure it again",
+    )
+    args = parser.parse_args(argv)  # fmt: skip
     detector = BrainTumorDetector.from_pretrained(args.into)
     cfg = PreprocessConfig.from_dict({**detector.config["preprocessing"], "image_size": GATE_SIZE})
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
