@@ -229,7 +229,7 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
     val_axial = [
         i for i in part["val"] if planes[i] == "axial" and slices.collections[i] in AXIAL_TARGETS
     ]
-    not_axial = 1 - probabilities(gate, x[val_axial])[:, 0]
+    not_axial = 1 - probabilities(gate, x[val_axial])[:, 0] if val_axial else [0.0]
     threshold = float(max(DEFAULT_THRESHOLD, np.quantile(not_axial, 0.97)))
 
     test = part["test"]
