@@ -93,7 +93,10 @@ def verdict(prediction: Prediction, config: dict) -> str:
     """One Markdown line that says what the numbers mean, and what they do not."""
     p = f"P(tumour) = {prediction.tumor_probability:.2f}"
     if prediction.plane not in ("", "axial"):
-        return f"⚠️ **Not a finding**: {not_axial(prediction)}"
+        # The other checks' reasons, if any, say more (a colour photo, paper).
+        others = ood.reasons({**prediction.ood_scores(), "not_axial": 0.0}, config)
+        also = f" Besides, {others[0]}." if others else ""
+        return f"⚠️ **Not a finding**: {not_axial(prediction)}{also}"
     if prediction.out_of_distribution:
         return (
             f"⚠️ **Not a finding: this image is {OUT_OF_DISTRIBUTION}**: "
@@ -113,7 +116,7 @@ def verdict(prediction: Prediction, config: dict) -> str:
 
 def not_axial(prediction: Prediction) -> str:
     """What the slice is instead of axial brain MRI, and what to upload."""
-    what = "not a brain MRI" if prediction.plane == "not MRI" else f"a {prediction.plane} slice"
+    what = "no brain MRI" if prediction.plane == "not MRI" else f"a {prediction.plane} slice"
     how = (
         f"(P {prediction.plane_probabilities[prediction.plane]:.2f})"
         if prediction.plane_source == "gate"

@@ -91,7 +91,11 @@ def test_a_slice_in_another_plane_is_named_not_read():
     assert "P(tumour)" not in text and "0.99" not in text
     ct = Prediction(0.9, "inconclusive", 0.01, True, grey, grey, grey, not_axial=1.0,
                     plane="not MRI", plane_source="header")  # fmt: skip
-    assert "not a brain MRI (says its header)" in views.verdict(ct, CONFIG)
+    assert "no brain MRI (says its header)" in views.verdict(ct, CONFIG)
+    photo = Prediction(0.5, "inconclusive", 0.01, True, grey, grey, grey, chroma=61.0,
+                       not_axial=0.9, plane="not MRI", plane_source="gate",
+                       plane_probabilities={"not MRI": 0.9})  # fmt: skip
+    assert "Besides, it is a colour picture" in views.verdict(photo, CONFIG)
 
 
 def test_about_has_disclaimer_metrics_and_thresholds():
