@@ -188,10 +188,10 @@ def build_app(detector: BrainTumorDetector, examples_dir: str | None = None) -> 
             table = gr.Dataframe(
                 label="Predictions",
                 headers=views.BATCH_COLUMNS,
-                datatype=["str", "number", "str", "number", "str"],
+                datatype=["str", "str", "number", "str", "number", "str"],
                 interactive=False,
                 wrap=True,
-                column_widths=["18%", "14%", "12%", "14%", "42%"],
+                column_widths=["16%", "10%", "12%", "11%", "12%", "39%"],
             )
             csv_download = gr.File(label="CSV")
 

@@ -120,6 +120,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     from detector.data import DUPLICATE_CORRELATION, load_slices
     from detector.evaluation import classification_metrics, plot_history
     from detector.ood import fit_layout
+    from detector.plane import DEFAULT_THRESHOLD, fit_plane_gate, record, sartaj_folder
     from detector.training import fit_autoencoder, fit_classifier
 
     print(f"Loading {', '.join(map(str, args.data))} ...", flush=True)
@@ -147,6 +148,10 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         x[normal_train], x[normal_val], epochs=args.ae_epochs, batch_size=32, seed=args.seed,
         verbose=args.verbose,
     )  # fmt: skip
+    gate_fit = None
+    if any(slices.planes):  # the gate learns from slices of known planes (catalogue.Entry.plane)
+        print("Plane gate (same split, plus template cuts, pictures and CT) ...", flush=True)
+        gate_fit = fit_plane_gate(slices, split, cfg, sartaj_folder(args.data), args.seed, verbose=args.verbose)
     fit_seconds = round(time.time() - fit_started)
 
     config = {
@@ -160,10 +165,15 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "inconclusive_band": [0.5, 0.5],
         "anomaly_threshold": float("inf"),
         "layout_threshold": float("inf"),
+        "plane_threshold": gate_fit.threshold if gate_fit else DEFAULT_THRESHOLD,  # chosen on val
     }
     # The layout check's subspace comes from the training slices; its threshold from val.
-    detector = BrainTumorDetector(classifier, autoencoder, config, ood=fit_layout(x[train_i]))
+    detector = BrainTumorDetector(
+        classifier, autoencoder, config, ood=fit_layout(x[train_i]), plane_gate=gate_fit and gate_fit.gate
+    )
     tune_on_val(detector, x[val_i], y[val_i], slices.chroma[val_i])
+    if gate_fit:
+        record(detector, gate_fit)  # after tune_on_val, which starts config["metrics"]
     p_test = evaluate_on_test(detector, slices, x, test_i)
     if excluded:
         clean = keep[test_i]
@@ -436,6 +446,10 @@ def print_summary(config: dict, out: Path) -> None:
     ]
     for name, value in rows:
         print(f"{name:<22}{value:>8}")
+    if "plane_gate" in m:
+        from detector.plane import format_report
+
+        print(f"\nPlane gate\n{format_report(m['plane_gate'])}")
     for b in config.get("baselines", []):
         same = "same test set" if b["same_test_set"] else "its own test set"
         print(f"{b['name']} ({b['arch']}, {b['split']} split, {same}): "

@@ -167,7 +167,7 @@ def _decode_all(entries: list[Entry], cfg: PreprocessConfig) -> Slices:
     for entry in entries:
         data = entry.path.read_bytes()
         try:
-            grey, colour = decode_with_colour(data)
+            grey, colour = decode_with_colour(data)[:2]
             crop = crop_brain(grey, cfg)
         except InvalidImageError as exc:
             skipped.append(f"{entry.name}: {exc}")

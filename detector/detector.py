@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +12,16 @@ from huggingface_hub import ModelHubMixin, hf_hub_download
 
 from preprocessing import InvalidImageError, PreprocessConfig, Preprocessed, preprocess
 
-from .ood import CHECKS, background_levels, failed_checks, layout_scores
+from . import plane
+from .ood import CHECKS, background_levels, failed_checks, layout_scores, limit
 
 CONFIG_FILE = "config.json"
 CLASSIFIER_FILE = "classifier.keras"
 AUTOENCODER_FILE = "autoencoder.keras"
 OOD_FILE = "ood.npz"  # detector.ood's fitted layout check (empty: the model has none)
 MODEL_FILES = (CONFIG_FILE, CLASSIFIER_FILE, AUTOENCODER_FILE, OOD_FILE)
+PLANE_GATE_FILE = "plane_gate.keras"  # detector.plane's gate; models saved before it have none
+OPTIONAL_FILES = (PLANE_GATE_FILE,)
 # Files that travel with a model directory but are not needed to run it.
 ASSET_SUFFIXES = (".png", ".csv", ".json")
 
@@ -38,6 +41,12 @@ class Prediction:
     layout_score: float = 0.0  # edge layout's distance from the training slices'
     chroma: float = 0.0  # how colourful the picture is, 0..255
     background_level: float = 0.0  # how light the crop's corners are, 0..1
+    not_axial: float = 0.0  # 1 - P(axial brain MRI): the plane check's score
+    # What the slice is: one of detector.plane.PLANES, "" when neither a header
+    # nor a gate says (a model saved before the gate).
+    plane: str = ""
+    plane_probabilities: dict[str, float] = field(default_factory=dict)  # P(each plane)
+    plane_source: str = ""  # "header" (DICOM/NIfTI: exact), "gate" (the network) or ""
 
     def as_dict(self) -> dict:
         """The JSON-friendly part (no images)."""
@@ -45,6 +54,9 @@ class Prediction:
             "tumor_probability": self.tumor_probability,
             "label": self.label,
             "out_of_distribution": self.out_of_distribution,
+            "plane": self.plane,
+            "plane_probabilities": self.plane_probabilities,
+            "plane_source": self.plane_source,
             **self.ood_scores(),
         }
 
@@ -66,7 +78,9 @@ class BrainTumorDetector(
     (preprocessing, thresholds, calibration) and what it scored (metrics);
     ``assets`` holds the files that document it (plots, split.json), written
     back unchanged by ``save_pretrained``; ``ood`` holds the arrays of the
-    layout check (detector.ood.fit_layout), empty when the model has none.
+    layout check (detector.ood.fit_layout), empty when the model has none;
+    ``plane_gate`` is detector.plane's network, None when the model has none
+    (a DICOM or NIfTI header still says the plane then).
     """
 
     def __init__(
@@ -76,11 +90,13 @@ class BrainTumorDetector(
         config: dict,
         assets: dict | None = None,
         ood: dict | None = None,
+        plane_gate=None,
     ):
         import tensorflow as tf
 
         self.classifier = classifier
         self.autoencoder = autoencoder
+        self.plane_gate = plane_gate
         self.config = config
         self.assets = dict(assets or {})
         self.ood = dict(ood or {})
@@ -92,9 +108,13 @@ class BrainTumorDetector(
             p = classifier(x, training=False)
             if flip:  # test-time augmentation: average with the mirror image
                 p = (p + classifier(tf.reverse(x, axis=[2]), training=False)) / 2
-            return p, autoencoder(x, training=False)
+            if plane_gate is None:
+                planes = tf.zeros([tf.shape(x)[0], len(plane.PLANES)])
+            else:  # the gate reads grey, whatever the classifier's channels
+                planes = plane_gate(tf.reduce_mean(x, axis=-1, keepdims=True), training=False)
+            return p, autoencoder(x, training=False), planes
 
-        # One compiled graph for both networks: model.predict costs ~35 ms of
+        # One compiled graph for all networks: model.predict costs ~35 ms of
         # per-call overhead, far more than the networks themselves.
         self._forward = tf.function(
             forward, input_signature=[tf.TensorSpec([None, size, size, channels], tf.float32)]
@@ -132,17 +152,40 @@ class BrainTumorDetector(
 
         ``chroma``: the inputs' Preprocessed.chroma; None means grey pictures.
         """
-        probabilities, reconstructions = self.run_networks(x)
-        return probabilities, self._ood_scores(x, reconstructions, chroma)
+        probabilities, reconstructions, planes = self._run(x)
+        scores = self._ood_scores(x, reconstructions, chroma)
+        return probabilities, {**scores, "not_axial": self.planes(planes)[1][:, 1:].sum(axis=1)}
 
     def run_networks(self, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed inputs -> (calibrated P(tumour), autoencoder reconstructions)."""
-        probabilities, reconstructions = [], []
+        return self._run(x, batch_size)[:2]
+
+    def _run(self, x: np.ndarray, batch_size: int = 64):
+        """-> calibrated P(tumour), reconstructions, the gate's P(each plane) (zeros: no gate)."""
+        outputs = [[], [], []]
         for start in range(0, len(x), batch_size):
-            p, r = self._forward(np.ascontiguousarray(x[start : start + batch_size], np.float32))
-            probabilities.append(p.numpy()[:, 0])
-            reconstructions.append(r.numpy())
-        return self.calibrate(np.concatenate(probabilities)), np.concatenate(reconstructions)
+            batch = self._forward(np.ascontiguousarray(x[start : start + batch_size], np.float32))
+            for out, tensor in zip(outputs, batch):
+                out.append(tensor.numpy())
+        probabilities, reconstructions, planes = map(np.concatenate, outputs)
+        return self.calibrate(probabilities[:, 0]), reconstructions, planes
+
+    def planes(
+        self, gate_probabilities: np.ndarray, headers: list[str] | None = None
+    ) -> tuple[list[str], np.ndarray, list[str]]:
+        """Each slice's plane, P(each of plane.PLANES) and where that came from.
+
+        A DICOM or NIfTI header (Preprocessed.plane) says the plane exactly,
+        so it wins over the gate; without either, the plane is unknown ("").
+        """
+        headers = headers or [""] * len(gate_probabilities)
+        p = np.array(gate_probabilities, np.float64)
+        sources = ["gate" if self.plane_gate is not None else ""] * len(p)
+        for i, header in enumerate(headers):
+            if header:
+                p[i], sources[i] = np.eye(len(plane.PLANES))[plane.PLANES.index(header)], "header"
+        names = plane.verdicts(p, limit("plane_threshold", self.config))
+        return [n if s else "" for n, s in zip(names, sources)], p, sources
 
     def _ood_scores(self, x, reconstructions, chroma) -> dict[str, np.ndarray]:
         return {
@@ -164,8 +207,10 @@ class BrainTumorDetector(
 
     def _predict_slices(self, slices: list[Preprocessed]) -> list[Prediction]:
         x = np.stack([s.x for s in slices])
-        probabilities, reconstructions = self.run_networks(x)
+        probabilities, reconstructions, gate = self._run(x)
+        names, planes, sources = self.planes(gate, [s.plane for s in slices])
         scores = self._ood_scores(x, reconstructions, [s.chroma for s in slices])
+        scores["not_axial"] = planes[:, 1:].sum(axis=1)
         flags = self.out_of_distribution(scores)
         results = []
         for i, preprocessed in enumerate(slices):
@@ -179,6 +224,11 @@ class BrainTumorDetector(
                     cropped=preprocessed.cropped,
                     reconstruction=_to_uint8(reconstructions[i].mean(axis=-1)),
                     error_map=_to_uint8(error / max(float(error.max()), 1e-6)),
+                    plane=names[i],
+                    plane_probabilities=(
+                        dict(zip(plane.PLANES, map(float, planes[i]))) if sources[i] else {}
+                    ),
+                    plane_source=sources[i],
                     **{name: float(score[i]) for name, score in scores.items()},
                 )
             )
@@ -221,6 +271,8 @@ class BrainTumorDetector(
         save_directory = Path(save_directory)
         _save_keras(self.classifier, save_directory / CLASSIFIER_FILE)
         _save_keras(self.autoencoder, save_directory / AUTOENCODER_FILE)
+        if self.plane_gate is not None:
+            _save_keras(self.plane_gate, save_directory / PLANE_GATE_FILE)
         (save_directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=2) + "\n")
         np.savez(save_directory / OOD_FILE, **self.ood)
         for name, data in self.assets.items():
@@ -261,7 +313,7 @@ class BrainTumorDetector(
     ) -> BrainTumorDetector:
         local = Path(model_id)
         if local.is_dir():
-            paths = {name: local / name for name in MODEL_FILES}
+            paths = {name: local / name for name in (*MODEL_FILES, *OPTIONAL_FILES)}
             assets = _read_assets(local)
         else:
             paths = {
@@ -278,9 +330,14 @@ class BrainTumorDetector(
                 )
                 for name in MODEL_FILES
             }
+            paths.update(
+                _download_optional(
+                    model_id, revision, cache_dir, force_download, local_files_only, token
+                )
+            )
             assets = {}
         # Models saved before the layout check existed have no ood.npz: run without it.
-        missing = [n for n, p in paths.items() if not p.is_file() and n != OOD_FILE]
+        missing = [n for n in MODEL_FILES if not paths[n].is_file() and n != OOD_FILE]
         if missing:
             raise FileNotFoundError(f"{model_id} is not a model directory: missing {missing}.")
         return cls(
@@ -289,7 +346,28 @@ class BrainTumorDetector(
             config=json.loads(paths[CONFIG_FILE].read_text()),
             assets=assets,
             ood=_load_arrays(paths[OOD_FILE]) if paths[OOD_FILE].is_file() else {},
+            plane_gate=_load_keras(gate)
+            if (gate := paths.get(PLANE_GATE_FILE)) and gate.is_file()
+            else None,
         )
+
+
+def _download_optional(repo_id, revision, cache_dir, force_download, local_files_only, token):
+    """OPTIONAL_FILES the Hub repo has (a repo pushed before the plane gate lacks it)."""
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    found = {}
+    for name in OPTIONAL_FILES:
+        try:
+            found[name] = Path(
+                hf_hub_download(
+                    repo_id=repo_id, filename=name, revision=revision, cache_dir=cache_dir,
+                    force_download=force_download, local_files_only=local_files_only, token=token,
+                )
+            )  # fmt: skip
+        except RemoteEntryNotFoundError:
+            pass
+    return found
 
 
 def _read_assets(directory: Path) -> dict[str, bytes]:

@@ -1,7 +1,9 @@
 """Out-of-distribution checks: is this an axial brain MRI slice like the training ones?
 
-Four checks; any one flags an input (``failed_checks``):
+Five checks; any one flags an input (``failed_checks``):
 
+- the plane gate (detector.plane) or the DICOM/NIfTI header: not an axial
+  brain MRI slice;
 - the autoencoder's reconstruction error (detector.BrainTumorDetector);
 - the layout check below: the directions of the edges, where;
 - two fixed rules that every MRI slice obeys, which catch what those two
@@ -30,6 +32,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .plane import DEFAULT_THRESHOLD as DEFAULT_PLANE_THRESHOLD
+
 # The fixed rules' limits. Not fitted: they state what an MRI slice looks like,
 # and sit far from every training slice. On Br35H: highest chroma 12 (a sepia
 # scan; colour photos score 40 to 115); highest background level 0.30, except
@@ -40,6 +44,8 @@ BACKGROUND_LIMIT = 0.5
 # Each check: (score name, its threshold: a config.json key or a fixed limit,
 # what a flag means, in words for the person who uploaded the image).
 CHECKS = (
+    ("not_axial", "plane_threshold",
+     "it is not an axial brain MRI slice, and the model reads axial slices only"),
     ("chroma", CHROMA_LIMIT, "it is a colour picture, and MRI slices are grey"),
     ("background_level", BACKGROUND_LIMIT,
      ("its background is light, as on paper, where an MRI shows the head on a dark "
@@ -49,6 +55,10 @@ CHECKS = (
     ("anomaly_score", "anomaly_threshold",
      "the autoencoder cannot rebuild it the way it rebuilds training slices"),
 )  # fmt: skip
+
+# Thresholds that apply even when config.json lacks them: a model saved before the
+# plane gate still refuses a slice whose DICOM header says it is not axial.
+FALLBACK_THRESHOLDS = {"plane_threshold": DEFAULT_PLANE_THRESHOLD}
 
 HOG_SIZE = 96  # HOG is taken on the input resized to this side, whatever the model's size
 CELL = 8
@@ -124,13 +134,19 @@ def background_levels(x: np.ndarray) -> np.ndarray:
 def failed_checks(scores: dict[str, np.ndarray], config: dict) -> dict[str, np.ndarray]:
     """For each check in CHECKS: where its score is over its threshold (bool arrays).
 
-    A threshold missing from config (a model saved before the check) never fires.
+    A threshold missing from config (a model saved before the check) never
+    fires, unless FALLBACK_THRESHOLDS has one.
     """
-    failed = {}
-    for name, threshold, _ in CHECKS:
-        limit = config.get(threshold, float("inf")) if isinstance(threshold, str) else threshold
-        failed[name] = np.asarray(scores[name]) > limit
-    return failed
+    return {
+        name: np.asarray(scores[name]) > limit(threshold, config) for name, threshold, _ in CHECKS
+    }
+
+
+def limit(threshold, config: dict) -> float:
+    """A check's threshold: fixed, or config.json's (FALLBACK_THRESHOLDS, else never)."""
+    if not isinstance(threshold, str):
+        return threshold
+    return config.get(threshold, FALLBACK_THRESHOLDS.get(threshold, float("inf")))
 
 
 def reasons(scores: dict[str, float], config: dict) -> list[str]:
@@ -139,7 +155,8 @@ def reasons(scores: dict[str, float], config: dict) -> list[str]:
     out = []
     for name, threshold, meaning in CHECKS:
         if failed[name]:
-            limit = config[threshold] if isinstance(threshold, str) else threshold
             label = name.replace("_", " ")
-            out.append(f"{meaning} ({label} {scores[name]:.3g} > threshold {limit:.3g})")
+            out.append(
+                f"{meaning} ({label} {scores[name]:.3g} > threshold {limit(threshold, config):.3g})"
+            )
     return out

@@ -25,7 +25,7 @@ from .detector import BrainTumorDetector, Prediction
 from .explain import overlay
 
 DISCLAIMER = "Research demo, not a medical device: do not use it to diagnose or treat anyone."
-BATCH_COLUMNS = ["file", "tumor_probability", "label", "anomaly_score", "note"]
+BATCH_COLUMNS = ["file", "plane", "tumor_probability", "label", "anomaly_score", "note"]
 OUT_OF_DISTRIBUTION = "unlike the training MRIs"
 
 
@@ -107,6 +107,11 @@ def confidences(prediction: Prediction) -> dict[str, float] | str:
 def verdict(prediction: Prediction, config: dict) -> str:
     """One Markdown line that says what the numbers mean, and what they do not."""
     p = f"P(tumour) = {prediction.tumor_probability:.2f}"
+    if prediction.plane not in ("", "axial"):
+        # The other checks' reasons, if any, say more (a colour photo, paper).
+        others = ood.reasons({**prediction.ood_scores(), "not_axial": 0.0}, config)
+        also = f" Besides, {others[0]}." if others else ""
+        return f"⚠️ **Not a finding**: {not_axial(prediction)}{also}"
     if prediction.out_of_distribution:
         return (
             f"⚠️ **Not a finding: this image is {OUT_OF_DISTRIBUTION}**: "
@@ -122,6 +127,20 @@ def verdict(prediction: Prediction, config: dict) -> str:
     if prediction.label == "tumor":
         return f"**Tumour suspected**: {p}."
     return f"**No tumour seen**: {p}."
+
+
+def not_axial(prediction: Prediction) -> str:
+    """What the slice is instead of axial brain MRI, and what to upload."""
+    what = "no brain MRI" if prediction.plane == "not MRI" else f"a {prediction.plane} slice"
+    how = (
+        f"(P {prediction.plane_probabilities[prediction.plane]:.2f})"
+        if prediction.plane_source == "gate"
+        else "(says its header)"
+    )
+    return (
+        f"This looks like {what} {how}. The detector reads axial brain MRI slices: "
+        "upload an axial slice, or the NIfTI/DICOM volume."
+    )
 
 
 def why_unlike_training(prediction: Prediction, config: dict) -> str:
@@ -153,12 +172,15 @@ def batch_row(detector: BrainTumorDetector, path) -> list:
     try:
         prediction = detector.predict(path)
     except InvalidImageError as exc:
-        return [name, None, "error", None, str(exc)]
+        return [name, None, None, "error", None, str(exc)]
     note = ""
-    if prediction.out_of_distribution:
+    if prediction.plane not in ("", "axial"):
+        note = not_axial(prediction)
+    elif prediction.out_of_distribution:
         note = f"{OUT_OF_DISTRIBUTION}: {why_unlike_training(prediction, detector.config)}"
     return [
         name,
+        prediction.plane,
         round(prediction.tumor_probability, 4),
         prediction.label,
         round(prediction.anomaly_score, 5),

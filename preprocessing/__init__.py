@@ -31,12 +31,13 @@ class Preprocessed(NamedTuple):
     cropped: np.ndarray  # uint8 grey brain crop at its own resolution
     x: np.ndarray  # float32 (S, S, C) network input in [0, 1]
     chroma: float  # how colourful the picture was (decode_with_colour); 0 for grey
+    plane: str = ""  # what a DICOM/NIfTI header says the slice is (Decoded.plane); "" none
 
 
 def preprocess(
     source, cfg: PreprocessConfig = PreprocessConfig(), *, slice_index: int | None = None
 ) -> Preprocessed:
     """Decode, crop and resize one input."""
-    grey, chroma = decode_with_colour(source, slice_index=slice_index)
+    grey, chroma, plane = decode_with_colour(source, slice_index=slice_index)
     cropped = crop_brain(grey, cfg)
-    return Preprocessed(cropped, to_input(cropped, cfg), chroma)
+    return Preprocessed(cropped, to_input(cropped, cfg), chroma, plane)

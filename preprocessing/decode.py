@@ -43,6 +43,9 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 class Decoded(NamedTuple):
     grey: np.ndarray  # 2-D uint8
     chroma: float  # mean spread between the colour channels, 0..255; 0 for grey sources
+    # What the file's header says the slice is: "axial", "sagittal", "coronal",
+    # "not MRI" (a DICOM of another modality), or "" when there is no header.
+    plane: str = ""
 
 
 def decode(source, *, slice_index: int | None = None) -> np.ndarray:
@@ -69,7 +72,8 @@ def decode_with_colour(source, *, slice_index: int | None = None) -> Decoded:
     if kind == "nifti":
         from .medical import decode_nifti
 
-        return Decoded(decode_nifti(data, name=name, slice_index=slice_index), 0.0)
+        # decode_nifti cuts the volume axially, whatever its affine: axial by construction.
+        return Decoded(decode_nifti(data, name=name, slice_index=slice_index), 0.0, "axial")
     return _decode_raster(data)
 
 

@@ -2,7 +2,8 @@
 
 DICOM: one frame (the middle one by default), modality LUT (rescale
 slope/intercept), then the file's own VOI window, else percentile scaling;
-MONOCHROME1 is inverted so that bright always means signal.
+MONOCHROME1 is inverted so that bright always means signal. The header says
+the plane (ImageOrientationPatient) and whether it is MRI at all (Modality).
 NIfTI: the volume is turned to canonical RAS+ and one axial slice is shown
 the radiological way (anterior at the top, the patient's right on the left).
 """
@@ -38,10 +39,36 @@ def decode_dicom(data: bytes, frame: int | None = None) -> Decoded:
     index = _pick(frame, dicom_frame_count(ds), "frame")
     pixels = _dicom_pixels(ds, index)
     if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
-        return _array_to_grey(apply_color_lut(pixels, ds))
-    if pixels.ndim == 3:  # RGB (pydicom already turned YBR into RGB)
-        return _array_to_grey(pixels)
-    return Decoded(_monochrome_to_uint8(pixels, ds), 0.0)
+        decoded = _array_to_grey(apply_color_lut(pixels, ds))
+    elif pixels.ndim == 3:  # RGB (pydicom already turned YBR into RGB)
+        decoded = _array_to_grey(pixels)
+    else:
+        decoded = Decoded(_monochrome_to_uint8(pixels, ds), 0.0)
+    return decoded._replace(plane=dicom_plane(ds))
+
+
+# Patient axes of DICOM (LPS): a slice whose normal runs along x (left) is
+# sagittal, along y (posterior) coronal, along z (head) axial.
+PLANE_OF_NORMAL = ("sagittal", "coronal", "axial")
+
+
+def dicom_plane(ds: pydicom.Dataset) -> str:
+    """The plane the header puts the slice in, "not MRI" for another modality,
+    "" when the header does not say (no or broken ImageOrientationPatient).
+
+    An oblique slice takes the plane its normal is closest to.
+    """
+    modality = str(ds.get("Modality") or "MR").upper()
+    if modality != "MR":  # CT, X-ray, ultrasound, a secondary capture...
+        return "not MRI"
+    try:
+        row, column = np.array(ds.ImageOrientationPatient, dtype=float).reshape(2, 3)
+    except (AttributeError, TypeError, ValueError):
+        return ""
+    normal = np.cross(row, column)
+    if not np.isfinite(normal).all() or np.linalg.norm(normal) < 1e-3:
+        return ""
+    return PLANE_OF_NORMAL[int(np.argmax(np.abs(normal)))]
 
 
 def dicom_frame_count(ds) -> int:

@@ -45,7 +45,10 @@ def check_answer(answer: tuple) -> dict:
     assert len(images) == 4
     for image in images:
         assert min(Image.open(image).size) >= 8
-    assert "P(tumour) = " in verdict
+    if details["plane"] in ("", "axial"):
+        assert "P(tumour) = " in verdict
+    else:  # named, not read: no probability at all
+        assert "This looks like" in verdict and "P(tumour)" not in verdict
     return details
 
 
@@ -129,8 +132,9 @@ def test_batch_reports_bad_file_in_its_row(client, br35h_slice, tmp_path):
         [handle_file(str(br35h_slice)), handle_file(str(bad))], api_name="/batch"
     )
     good_row, bad_row = table["data"]
-    assert good_row[0] == br35h_slice.name and 0.0 <= good_row[1] <= 1.0
-    assert bad_row[:3] == ["empty.png", None, "error"] and "empty" in bad_row[4]
+    assert good_row[0] == br35h_slice.name and 0.0 <= good_row[2] <= 1.0
+    assert good_row[1] in ("", "axial", "sagittal", "coronal", "not MRI")  # the plane column
+    assert bad_row[:4] == ["empty.png", None, None, "error"] and "empty" in bad_row[5]
     with open(csv_path, newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == table["headers"] and len(rows) == 3

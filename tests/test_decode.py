@@ -254,7 +254,7 @@ def test_valid_input_decodes_and_crops(tmp_path, name):
         grey = decode(source)
         if hasattr(source, "seek"):
             source.seek(0)
-        cropped, x, chroma = preprocess(source)
+        cropped, x, chroma, _ = preprocess(source)
     finally:
         if hasattr(source, "close") and not isinstance(source, Image.Image):
             source.close()

@@ -22,7 +22,7 @@ from huggingface_hub import HfApi, ModelCard, constants
 
 from detector import BrainTumorDetector
 from detector.card import render_model_card
-from detector.detector import MODEL_FILES
+from detector.detector import MODEL_FILES, OPTIONAL_FILES
 from detector.hub import ModelDownloadError, PublishError, push_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -275,7 +275,7 @@ def test_push_in_offline_mode_is_a_publish_error(model_dir, monkeypatch):
 
 # ----------------------------------------------------------------- loading
 def test_from_pretrained_reads_a_hub_snapshot(model_dir, tmp_path, monkeypatch):
-    """Only the three model files are fetched, each at the requested revision."""
+    """Only the model files (and the optional plane gate) are fetched, each at the requested revision."""
     import huggingface_hub.hub_mixin
 
     import detector.detector
@@ -294,7 +294,7 @@ def test_from_pretrained_reads_a_hub_snapshot(model_dir, tmp_path, monkeypatch):
 
     loaded = BrainTumorDetector.from_pretrained("me/brain-tumor", revision="abc123")
 
-    assert {filename for _, filename, _ in requests} == set(MODEL_FILES)
+    assert {filename for _, filename, _ in requests} == {*MODEL_FILES, *OPTIONAL_FILES}
     assert {(repo, revision) for repo, _, revision in requests} == {("me/brain-tumor", "abc123")}
     assert loaded.config == json.loads((model_dir / "config.json").read_text())
     x = np.random.default_rng(0).random((2, SIZE, SIZE, 1), np.float32)

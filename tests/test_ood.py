@@ -145,7 +145,7 @@ def test_the_fixed_rules_pass_every_br35h_slice_but_scanned_printouts():
 
     flagged = set()
     for path in sorted(BR35H.glob("*/*.jpg")):
-        _, x, chroma = preprocess(path)
+        _, x, chroma, _ = preprocess(path)
         scores = {"chroma": chroma, "background_level": ood.background_levels(x[None])[0]}
         if scores["chroma"] > ood.CHROMA_LIMIT or scores["background_level"] > ood.BACKGROUND_LIMIT:
             flagged.add(path.relative_to(BR35H).as_posix())

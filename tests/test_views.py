@@ -73,11 +73,31 @@ class FakeDetector:
 def test_batch_row_keeps_a_bad_file_in_its_row(tmp_path):
     names = ("/x/a.jpg", "/x/b.txt", "/x/c.png")
     rows = [views.batch_row(FakeDetector(), name) for name in names]
-    assert rows[0] == ["a.jpg", 0.8, "tumor", 0.01, ""]
-    assert rows[1] == ["b.txt", None, "error", None, "This file is not an image we can read."]
-    assert rows[2][4].startswith(f"{views.OUT_OF_DISTRIBUTION}: the autoencoder cannot rebuild it")
+    assert rows[0] == ["a.jpg", "", 0.8, "tumor", 0.01, ""]
+    assert rows[1] == ["b.txt", None, None, "error", None, "This file is not an image we can read."]
+    assert rows[2][5].startswith(f"{views.OUT_OF_DISTRIBUTION}: the autoencoder cannot rebuild it")
     with views.write_csv(rows, tmp_path / "p.csv").open(newline="") as f:
-        assert list(csv.reader(f))[2] == ["b.txt", "", "error", "", rows[1][4]]
+        assert list(csv.reader(f))[2] == ["b.txt", "", "", "error", "", rows[1][5]]
+
+
+def test_a_slice_in_another_plane_is_named_not_read():
+    grey = np.zeros((8, 8), np.uint8)
+    sagittal = Prediction(
+        0.99, "inconclusive", 0.01, True, grey, grey, grey, not_axial=0.97, plane="sagittal",
+        plane_probabilities={"axial": 0.03, "sagittal": 0.97, "coronal": 0.0, "not MRI": 0.0},
+        plane_source="gate",
+    )  # fmt: skip
+    assert views.confidences(sagittal) == views.OUT_OF_DISTRIBUTION  # no probability bars
+    text = views.verdict(sagittal, CONFIG)
+    assert "This looks like a sagittal slice (P 0.97)" in text and "axial" in text
+    assert "P(tumour)" not in text and "0.99" not in text
+    ct = Prediction(0.9, "inconclusive", 0.01, True, grey, grey, grey, not_axial=1.0,
+                    plane="not MRI", plane_source="header")  # fmt: skip
+    assert "no brain MRI (says its header)" in views.verdict(ct, CONFIG)
+    photo = Prediction(0.5, "inconclusive", 0.01, True, grey, grey, grey, chroma=61.0,
+                       not_axial=0.9, plane="not MRI", plane_source="gate",
+                       plane_probabilities={"not MRI": 0.9})  # fmt: skip
+    assert "Besides, it is a colour picture" in views.verdict(photo, CONFIG)
 
 
 def test_about_has_disclaimer_metrics_and_thresholds():

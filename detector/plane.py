@@ -1,0 +1,602 @@
+"""The plane gate: is a slice axial brain MRI, a sagittal or coronal MRI slice, or no brain MRI at all?
+
+The classifier reads axial slices; shown a coronal slice it still answers, with
+confidence. The gate is a small network that names the plane of the slice
+(PLANES), so that the detector can refuse to read a non-axial one. A DICOM or
+NIfTI header says the plane exactly (preprocessing.Decoded.plane): the
+detector trusts it over the gate.
+
+What it learns from (``gate_examples``):
+
+- the slices of the union whose plane is known: Br35H and OASIS (axial),
+  ms/slices.csv (exact planes), sartaj/views.csv (hand labels; its
+  "sagittal-or-coronal" label is one of two classes, learnt with the
+  set-valued loss -log(p_sagittal + p_coronal)), and unlabelled slices that
+  are near-copies of a labelled one (``known_planes``: most figshare slices
+  are copies of sartaj ones);
+- extras, made here: slices of the MNI152 template cut in all three planes
+  and made to look like exported JPEGs, non-MRI pictures (scikit-image's
+  photos, synthetic documents) and sartaj's CT slices (views.csv "ct").
+
+The slices of the union follow the classifier's split (by cluster, so by
+patient); the extras are split by source: template cuts train only, pictures
+by picture, CT slices by file. The network sees the classifier's input
+averaged to grey, resized to GATE_SIZE and standardised per slice, so it does
+not depend on the classifier's size or intensity scaling.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from preprocessing import (
+    InvalidImageError,
+    PreprocessConfig,
+    crop_brain,
+    resize_square,
+    scale_intensity,
+)
+
+PLANES = ("axial", "sagittal", "coronal", "not MRI")
+GATE_SIZE = 64
+# Which of PLANES each label allows.
+ALLOWED = {
+    "axial": ("axial",),
+    "sagittal": ("sagittal",),
+    "coronal": ("coronal",),
+    "sagittal-or-coronal": ("sagittal", "coronal"),
+    "not MRI": ("not MRI",),
+}
+# figshare slices labelled by eye (figshare has no plane labels), in sartaj/views.csv's
+# form plus how each was labelled. All are test-split slices: they measure, not train.
+HAND_LABELS = Path(__file__).with_name("figshare_views.csv")
+# The gate flags a slice when its not-axial score, 1 - P(axial), is over this.
+# fit_plane_gate may raise it on val; models without a gate keep it for the header rule.
+DEFAULT_THRESHOLD = 0.5
+# scikit-image's bundled pictures, none of them MRI. The test ones are never trained on.
+PICTURES_TRAIN = (
+    "astronaut", "camera", "chelsea", "coins", "grass", "horse", "hubble_deep_field", "ihc",
+    "logo", "moon", "motorcycle_left", "page", "rocket", "phantom",
+)  # fmt: skip
+PICTURES_TEST = (
+    "brick",
+    "cell",
+    "clock_motion",
+    "coffee",
+    "gravel",
+    "microaneurysms",
+    "retina",
+    "text",
+)
+
+
+# ------------------------------------------------------------------ network
+def build_gate(seed: int = 0):
+    """A small CNN: grey input of any size -> probabilities of PLANES."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, None, 1), name="grey")
+    x = layers.Resizing(GATE_SIZE, GATE_SIZE, antialias=True)(inputs)
+    # Per-slice standardisation: the plane shows in shapes, not in brightness.
+    x = layers.LayerNormalization(axis=[1, 2, 3], center=False, scale=False)(x)
+    for filters in (16, 32, 64):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(96, 3, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.3)(x)
+    outputs = layers.Dense(len(PLANES), activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="plane_gate")
+
+
+def set_valued_loss(allowed, probabilities):
+    """-log P(the slice is one of the classes its label allows): cross-entropy for one."""
+    from keras import ops
+
+    return -ops.log(ops.sum(allowed * probabilities, axis=-1) + 1e-7)
+
+
+def masks(labels) -> np.ndarray:
+    """(N, len(PLANES)) 0/1 rows: the classes each label of ALLOWED allows."""
+    return np.array([[p in ALLOWED[label] for p in PLANES] for label in labels], np.float32)
+
+
+def fit(x, labels, x_val, labels_val, *, epochs: int = 16, seed: int = 0, verbose: int = 2):
+    """Train the gate on grey inputs (N, S, S, 1), each class group weighted equally."""
+    import keras
+
+    from .training import augmenter
+
+    gate = build_gate(seed)
+    trainer = keras.Sequential([augmenter(seed), gate])
+    steps = epochs * -(-len(x) // 64)
+    schedule = keras.optimizers.schedules.CosineDecay(2e-3, steps)
+    trainer.compile(optimizer=keras.optimizers.Adam(schedule), loss=set_valued_loss)
+    # Val loss swings from epoch to epoch (few val slices of some planes): keep the best.
+    best = keras.callbacks.EarlyStopping(patience=epochs, restore_best_weights=True)
+    trainer.fit(
+        x, masks(labels), sample_weight=_balanced_weights(labels), epochs=epochs, batch_size=64,
+        validation_data=(x_val, masks(labels_val), _balanced_weights(labels_val)),
+        callbacks=[best], verbose=verbose,
+    )  # fmt: skip
+    return gate
+
+
+def _balanced_weights(labels) -> np.ndarray:
+    """Axial, sagittal/coronal, not MRI: each the same total weight."""
+    group = np.array([{"axial": 0, "not MRI": 2}.get(label, 1) for label in labels])
+    counts = np.bincount(group, minlength=3).astype(float)
+    return (len(group) / (3 * np.maximum(counts, 1)))[group]
+
+
+def probabilities(gate, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """P(each of PLANES) of inputs (N, S, S, C), outside the detector's compiled graph."""
+    grey = x.mean(axis=-1, keepdims=True).astype(np.float32)
+    return np.concatenate(
+        [
+            gate(grey[i : i + batch_size], training=False).numpy()
+            for i in range(0, len(x), batch_size)
+        ]
+    )
+
+
+def verdicts(p: np.ndarray, threshold: float) -> list[str]:
+    """The plane of each slice: axial unless 1 - P(axial) > threshold, else the likeliest other."""
+    others = np.array(PLANES[1:])[np.argmax(p[:, 1:], axis=1)]
+    return [o if 1 - pa > threshold else "axial" for pa, o in zip(p[:, 0], others)]
+
+
+# ------------------------------------------------------------------ the union's labels
+def known_planes(slices) -> list[str]:
+    """Each slice's plane: Entry.plane, else HAND_LABELS', else the plane of its
+    labelled near-copies (thumbnail correlation >= 0.95) when they all agree."""
+    from .data import DUPLICATE_CORRELATION
+
+    hand = hand_labels()
+    planes = np.array([p or hand.get(n, "") for p, n in zip(slices.planes, slices.names)], object)
+    unknown, labelled = np.flatnonzero(planes == ""), np.flatnonzero(planes != "")
+    for start in range(0, len(unknown), 512):
+        block = unknown[start : start + 512]
+        near = (
+            np.maximum(
+                slices.thumbnails[block] @ slices.thumbnails[labelled].T,
+                slices.crop_thumbnails[block] @ slices.crop_thumbnails[labelled].T,
+            )
+            >= DUPLICATE_CORRELATION
+        )
+        for i, row in zip(block, near):
+            found = set(planes[labelled[row]])
+            if len(found) == 1:
+                planes[i] = found.pop()
+    return list(planes)
+
+
+def hand_labels() -> dict[str, str]:
+    """HAND_LABELS as slice name -> plane, without the doubtful ones."""
+    with HAND_LABELS.open(newline="") as f:
+        return {
+            f"figshare/{row['path']}": row["view"]
+            for row in csv.DictReader(f)
+            if row["view"] in ALLOWED
+        }
+
+
+# ------------------------------------------------------------------ training
+def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | None, seed: int = 0,
+                   max_axial: int = 3000, epochs: int = 16, verbose: int = 2, gate=None) -> GateFit:  # fmt: skip
+    """Train the gate on the classifier's split of the union plus the extras, choose
+    its threshold on val, and read test once. ``sartaj``: the folder whose
+    views.csv lists CT slices (None: no CT examples). ``gate``: a trained gate
+    to choose the threshold of and measure again (new hand labels), untrained."""
+    planes = known_planes(slices)
+    rng = np.random.default_rng(seed)
+    part = {}
+    for name, index in split.items():
+        index = np.array([i for i in index if planes[i]], int)
+        axial = np.array([planes[i] == "axial" for i in index], bool)
+        if name == "train" and axial.sum() > max_axial:  # the rest add time, not planes
+            index = np.concatenate(
+                [index[~axial], rng.choice(index[axial], max_axial, replace=False)]
+            )
+        part[name] = index
+    x = slices.inputs(cfg).mean(axis=-1, keepdims=True)
+
+    def made(which):
+        squares, labels, groups, refused = extras(cfg.image_size, sartaj, which, seed)
+        grey = np.stack([scale_intensity(s, cfg).mean(axis=-1, keepdims=True) for s in squares])
+        return grey, labels, groups, refused
+
+    train, labels_extra = part["train"], []
+    if gate is None:
+        x_extra, labels_extra, _, _ = made("train")
+        gate = fit(
+            np.concatenate([x[train], x_extra]), [planes[i] for i in train] + labels_extra,
+            x[part["val"]], [planes[i] for i in part["val"]], epochs=epochs, seed=seed,
+            verbose=verbose,
+        )  # fmt: skip
+    # At most 3 % of val's axial slices of the targets' collections flagged (ms/ holds
+    # every level down to the skull base: reported, not tuned for); never under DEFAULT_THRESHOLD.
+    val_axial = [
+        i for i in part["val"] if planes[i] == "axial" and slices.collections[i] in AXIAL_TARGETS
+    ]
+    not_axial = 1 - probabilities(gate, x[val_axial])[:, 0] if val_axial else [0.0]
+    threshold = float(max(DEFAULT_THRESHOLD, np.quantile(not_axial, 0.97)))
+
+    test = part["test"]
+    x_test_extra, labels_test_extra, groups_extra, refused = made("test")
+    labels = [planes[i] for i in test] + labels_test_extra
+    groups = [flag_group(slices.collections[i], planes[i]) for i in test] + groups_extra
+    p = probabilities(gate, np.concatenate([x[test], x_test_extra]))
+    predicted = verdicts(p, threshold)
+    # A few test slices of each group, by file name: tests/test_plane.py runs them
+    # through the whole pipeline of the saved model.
+    examples = {g: [] for g in sorted(set(groups[: len(test)]))}
+    for k in rng.permutation(len(test)):
+        if len(examples[groups[k]]) < 20:
+            examples[groups[k]].append(slices.names[test[k]])
+    if sartaj is not None:
+        examples["CT"] = [f"sartaj/{p}" for p in ct_paths(sartaj, "test")]
+    metrics = {
+        "threshold": threshold,
+        "test_examples": examples,
+        "train": {"union": len(train), "made": len(labels_extra)},
+        "confusion": confusion(labels, predicted),
+        **flag_table(groups, [v != "axial" for v in predicted], refused),
+    }
+    return GateFit(
+        gate, threshold, metrics, np.concatenate([x[test], x_test_extra]), groups, predicted
+    )
+
+
+class GateFit(NamedTuple):
+    gate: object  # the keras model
+    threshold: float  # flag when 1 - P(axial) > threshold
+    metrics: dict  # confusion matrix, flag rate per test group, the targets
+    x_test: np.ndarray  # grey test inputs, the union's then the made ones
+    groups: list[str]  # each test input's flag_group
+    predicted: list[str]  # the gate's verdict on each
+
+
+# ------------------------------------------------------------------ extras
+def template_cuts(side: int, rng: np.random.Generator, per_plane: int = 250):
+    """MNI152 cut in each plane at random levels through the brain, made to look like
+    exported JPEGs. Returns (uint8 squares, labels)."""
+    from nilearn.datasets import load_mni152_template
+
+    volume = load_mni152_template().get_fdata()  # RAS: x sagittal, y coronal, z axial
+    squares, labels = [], []
+    for axis, plane in ((2, "axial"), (0, "sagittal"), (1, "coronal")):
+        extent = np.flatnonzero(volume.max(axis=tuple(a for a in range(3) if a != axis)) > 0.1)
+        for level in rng.integers(
+            extent[0] + 0.15 * len(extent), extent[-1] - 0.15 * len(extent), per_plane
+        ):
+            cut = np.rot90(np.take(volume, level, axis=axis))  # anterior or superior at the top
+            square = _square(exported_look(cut, rng), side)
+            if square is not None:
+                squares.append(square), labels.append(plane)
+    return squares, labels
+
+
+def exported_look(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A float slice as someone's exported JPEG: windowed, gamma, maybe T2-like
+    inverted tissue contrast, rotated, framed, resized, noisy, JPEG-compressed."""
+    head = image > 0.05 * image.max()
+    x = np.clip(image / np.percentile(image[head], rng.uniform(97, 100)), 0, 1) ** rng.uniform(
+        0.6, 1.6
+    )
+    if rng.random() < 0.3:  # T2/FLAIR-like: tissue contrast inverted inside the head
+        x = np.where(head, 1.05 - x, 0)
+    side = int(rng.integers(160, 320))
+    pad = rng.uniform(0.0, 0.25, 4)
+    h, w = x.shape
+    x = cv2.copyMakeBorder(x, *(int(p * max(h, w)) for p in pad), cv2.BORDER_CONSTANT, value=0)
+    centre = (x.shape[1] / 2, x.shape[0] / 2)
+    x = cv2.warpAffine(x, cv2.getRotationMatrix2D(centre, rng.uniform(-12, 12), 1.0), x.shape[::-1])
+    x = cv2.resize(x, (side, int(side * x.shape[0] / x.shape[1])), interpolation=cv2.INTER_AREA)
+    x = x + rng.normal(0, rng.uniform(0, 0.03), x.shape)
+    grey = np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
+    _, jpeg = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(50, 96))])
+    return cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
+
+
+def pictures(names, side: int, rng: np.random.Generator, per_picture: int = 30):
+    """scikit-image's pictures, randomly cropped, flipped, turned and maybe inverted.
+    Returns (uint8 squares, labels, how many variants no brain crop could be made of)."""
+    import skimage
+
+    squares, refused = [], 0
+    folder = Path(skimage.__file__).parent / "data"
+    for name in names:
+        path = next(folder.glob(f"{name}.*"))
+        grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        for _ in range(per_picture):
+            square = _square(_variant(grey, rng), side)
+            refused += square is None
+            if square is not None:
+                squares.append(square)
+    return squares, ["not MRI"] * len(squares), refused
+
+
+def documents(n: int, side: int, rng: np.random.Generator):
+    """Synthetic pages: lines of text and rules, dark on light or light on dark."""
+    squares, refused = [], 0
+    words = (
+        "Patient",
+        "report",
+        "MRI",
+        "brain",
+        "findings",
+        "0.5 mm",
+        "Date",
+        "Name",
+        "scan",
+        "T1",
+    )
+    for _ in range(n):
+        h, w = int(rng.integers(200, 400)), int(rng.integers(200, 400))
+        page = np.full((h, w), int(rng.integers(180, 256)), np.uint8)
+        for y in range(int(rng.integers(15, 40)), h - 10, int(rng.integers(14, 30))):
+            text = " ".join(rng.choice(words, int(rng.integers(2, 8))))
+            cv2.putText(page, text, (int(rng.integers(2, 30)), y), int(rng.integers(0, 4)),
+                        rng.uniform(0.3, 0.8), int(rng.integers(0, 60)), 1)  # fmt: skip
+            if rng.random() < 0.1:
+                cv2.line(page, (0, y + 4), (w, y + 4), 0, 1)
+        square = _square(255 - page if rng.random() < 0.5 else page, side)
+        refused += square is None
+        if square is not None:
+            squares.append(square)
+    return squares, ["not MRI"] * len(squares), refused
+
+
+def ct_paths(sartaj: Path, part: str) -> list[str]:
+    """sartaj/views.csv's "ct" rows of one part: every third file (in name order) is test."""
+    with (sartaj / "views.csv").open(newline="") as f:
+        rows = sorted(row["path"] for row in csv.DictReader(f) if row["view"] == "ct")
+    return [p for k, p in enumerate(rows) if (k % 3 == 2) == (part == "test")]
+
+
+def ct_slices(sartaj: Path, side: int, part: str):
+    """The CT slices of ct_paths, as squares."""
+    chosen = ct_paths(sartaj, part)
+    squares = [_square(cv2.imread(str(sartaj / p), cv2.IMREAD_GRAYSCALE), side) for p in chosen]
+    kept = [s for s in squares if s is not None]
+    return kept, ["not MRI"] * len(kept), len(squares) - len(kept)
+
+
+def _variant(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = grey.shape
+    ch, cw = int(h * rng.uniform(0.5, 1)), int(w * rng.uniform(0.5, 1))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    out = grey[y : y + ch, x : x + cw]
+    out = np.rot90(out, int(rng.integers(0, 4)))
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(255 - out if rng.random() < 0.3 else out)
+
+
+def _square(grey: np.ndarray, side: int) -> np.ndarray | None:
+    """The crop the detector would make, at side x side; None when it refuses the picture."""
+    try:
+        return resize_square(crop_brain(grey, PreprocessConfig()), side)
+    except InvalidImageError:
+        return None
+
+
+def extras(side: int, sartaj: Path | None, part: str, seed: int = 0):
+    """The made examples of one part ("train" or "test"): (uint8 squares, labels, groups, refused).
+
+    Template cuts are train only: the targets are measured on real slices.
+    """
+    rng = np.random.default_rng(seed + (part == "test"))
+    parts = []
+    if part == "train":
+        parts.append((*template_cuts(side, rng), 0, "MNI152 template"))
+    s, lab, ref = pictures(PICTURES_TRAIN if part == "train" else PICTURES_TEST, side, rng)
+    parts.append((s, lab, ref, "pictures"))
+    parts.append((*documents(60 if part == "train" else 40, side, rng), "documents"))
+    if sartaj is not None:
+        parts.append((*ct_slices(sartaj, side, part), "CT"))
+    squares, labels, groups, refused = [], [], [], {}
+    for s, lab, ref, group in parts:
+        squares += s
+        labels += lab
+        groups += [group] * len(s)
+        refused[group] = ref
+    return np.stack(squares), labels, groups, refused
+
+
+# ------------------------------------------------------------------ evaluation
+def confusion(labels, predicted) -> dict[str, dict[str, int]]:
+    """Rows: the labels (incl. "sagittal-or-coronal"); columns: PLANES."""
+    return {
+        label: {
+            p: sum(1 for t, q in zip(labels, predicted) if t == label and q == p) for p in PLANES
+        }
+        for label in ALLOWED
+        if label in labels
+    }
+
+
+# The collections whose axial slices the axial target is measured on.
+AXIAL_TARGETS = ("br35h", "sartaj", "figshare")
+# Each target: (what, which test groups, the flag rate it must reach; "max" for axial).
+TARGETS = (
+    ("sagittal and coronal MRI flagged", ("sagittal/coronal",), ">=", 0.95),
+    ("CT and non-MRI pictures flagged", ("CT", "pictures", "documents"), ">=", 0.95),
+    ("axial MRI flagged (Br35H, sartaj, figshare)", tuple(f"axial {c}" for c in AXIAL_TARGETS), "<=", 0.03),
+)  # fmt: skip
+
+
+def flag_table(groups, flagged, refused: dict[str, int]) -> dict:
+    """Per test group and per target: n, flagged (a picture the crop refuses counts as flagged)."""
+    groups, flagged = np.array(groups), np.asarray(flagged, bool)
+    rows = {}
+    for g in sorted(set(groups) | set(refused)):
+        n_refused = refused.get(g, 0)
+        n = int((groups == g).sum()) + n_refused
+        rows[g] = {"n": n, "flagged": int(flagged[groups == g].sum()) + n_refused}
+    targets = []
+    for what, members, op, goal in TARGETS:
+        n = sum(rows.get(g, {"n": 0})["n"] for g in members)
+        k = sum(rows.get(g, {"flagged": 0})["flagged"] for g in members)
+        rate = k / n if n else None
+        met = rate is not None and (rate >= goal if op == ">=" else rate <= goal)
+        targets.append(
+            {"target": f"{what} {op} {goal:.0%}", "n": n, "flagged": k, "rate": rate, "met": met}
+        )
+    return {"groups": rows, "targets": targets}
+
+
+def flag_group(collection: str, label: str) -> str:
+    return (
+        "sagittal/coronal"
+        if label in ("sagittal", "coronal", "sagittal-or-coronal")
+        else (f"{label} {collection}" if label == "axial" else label)
+    )
+
+
+def format_report(metrics: dict) -> str:
+    lines = [f"Flag when 1 - P(axial) > {metrics['threshold']:.3f} (chosen on val)"]
+    lines.append("Confusion matrix (test; rows: label, columns: the gate's verdict)")
+    lines.append(f"{'':<22}" + "".join(f"{p:>10}" for p in PLANES))
+    for label, row in metrics["confusion"].items():
+        lines.append(f"{label:<22}" + "".join(f"{row[p]:>10}" for p in PLANES))
+    lines.append(f"\n{'test group':<22}{'n':>6}{'flagged':>9}{'rate':>8}")
+    for g, row in metrics["groups"].items():
+        lines.append(
+            f"{g:<22}{row['n']:>6}{row['flagged']:>9}{row['flagged'] / max(row['n'], 1):>8.1%}"
+        )
+    lines.append(f"\n{'target':<52}{'n':>6}{'rate':>8}  met")
+    for t in metrics["targets"]:
+        rate = "-" if t["rate"] is None else f"{t['rate']:.1%}"
+        lines.append(f"{t['target']:<52}{t['n']:>6}{rate:>8}  {'yes' if t['met'] else 'NO'}")
+    return "\n".join(lines)
+
+
+def format_old_checks(table: dict) -> str:
+    """Per test group and older check: "flags / of them the gate misses"."""
+    names = list(next(iter(table.values())))
+    lines = [f"{'older check (flags / gate misses)':<34}" + "".join(f"{n[:16]:>18}" for n in names)]
+    for g, row in table.items():
+        cells = "".join(f"{row[n]['flags']:>11} / {row[n]['flags_gate_misses']:<4}" for n in names)
+        lines.append(f"{g:<34}{cells}")
+    return "\n".join(lines)
+
+
+def plot_confusion(metrics: dict) -> bytes:
+    """The confusion matrix as a PNG (a model-directory asset)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(metrics["confusion"])
+    counts = np.array([[metrics["confusion"][r][p] for p in PLANES] for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 0.6 * len(rows) + 1.5))
+    ax.imshow(counts / np.maximum(counts.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    for (i, j), c in np.ndenumerate(counts):
+        ax.text(j, i, str(c), ha="center", va="center")
+    ax.set_xticks(range(len(PLANES)), PLANES)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("plane gate")
+    ax.set_title("Plane gate, test split")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def old_checks_table(detector, x_test: np.ndarray, groups, gate_flags) -> dict:
+    """Per test group: what the older checks of detector.ood flag, and what they
+    flag that the gate misses (is each still worth keeping?)."""
+    from .ood import failed_checks
+
+    x = np.stack(
+        [cv2.resize(g, (detector.preprocess_config.image_size,) * 2)[..., None] for g in x_test]
+    )
+    x = np.repeat(x, detector.preprocess_config.channels, axis=-1)
+    # Grey inputs: chroma 0, so the colour rule cannot fire here.
+    _, scores = detector.predict_arrays(x)
+    failed = failed_checks(scores, detector.config)
+    groups, gate_flags = np.array(groups), np.asarray(gate_flags, bool)
+    failed = {name: hit for name, hit in failed.items() if name != "not_axial"}
+    failed["any older check"] = np.any(list(failed.values()), axis=0)
+    table = {}
+    for g in sorted(set(groups)):
+        members = groups == g
+        table[g] = {
+            name: {
+                "flags": int(hit[members].sum()),
+                "flags_gate_misses": int((hit & ~gate_flags)[members].sum()),
+            }
+            for name, hit in failed.items()
+        }
+    return table
+
+
+def sartaj_folder(roots) -> Path | None:
+    """The sartaj collection among the data folders, whose views.csv names CT slices."""
+    return next((Path(r) for r in roots if Path(r).name.lower() == "sartaj"), None)
+
+
+def record(detector, fitted: GateFit) -> None:
+    """Put a fitted gate's threshold into a detector, and its metrics (with what the
+    older checks still catch that it misses) and confusion-matrix plot."""
+    detector.config["plane_threshold"] = fitted.threshold
+    flags = [v != "axial" for v in fitted.predicted]
+    fitted.metrics["old_checks"] = old_checks_table(detector, fitted.x_test, fitted.groups, flags)
+    detector.config.setdefault("metrics", {})["plane_gate"] = fitted.metrics
+    detector.assets["plane_gate.png"] = plot_confusion(fitted.metrics)
+
+
+def main(argv=None) -> int:
+    """Train the gate on the union's split (as train.py splits it) and add it to a model directory."""
+    import argparse
+
+    from .data import load_slices, split_by_cluster
+    from .detector import BrainTumorDetector
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--data", nargs="+", type=Path, required=True, help="the five collections")
+    parser.add_argument(
+        "--into", type=Path, required=True, help="model directory to add the gate to"
+    )
+    parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="keep the model's gate: choose its threshold and measure it again",
+    )
+    args = parser.parse_args(argv)
+    detector = BrainTumorDetector.from_pretrained(args.into)
+    cfg = PreprocessConfig.from_dict({**detector.config["preprocessing"], "image_size": GATE_SIZE})
+    slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
+    strata = np.array([f"{c}/{label}" for c, label in zip(slices.collections, slices.labels)])
+    split = split_by_cluster(strata, slices.clusters(), args.seed)  # train.py's split of the union
+    gate = detector.plane_gate if args.measure_only else None
+    fitted = fit_plane_gate(
+        slices, split, cfg, sartaj_folder(args.data), args.seed, epochs=args.epochs, gate=gate
+    )
+    detector.plane_gate = fitted.gate
+    record(detector, fitted)
+    print(format_report(fitted.metrics))
+    print(format_old_checks(fitted.metrics["old_checks"]))
+    detector.save_pretrained(args.into)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""The plane gate (detector.plane) and the header rule: is the slice an axial brain MRI?"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from _images import brain
+from _models import tiny_detector
+from pydicom.data import get_testdata_file
+
+from detector import BrainTumorDetector, plane
+from preprocessing import preprocess
+from preprocessing.medical import dicom_plane
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+PRETRAINED = ROOT / "pretrained"
+
+
+def dicom(orientation=None, modality="MR") -> bytes:
+    """pydicom's real MR slice, its header saying another orientation or modality."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.Modality = modality
+    if orientation is None:
+        del ds.ImageOrientationPatient
+    else:
+        ds.ImageOrientationPatient = orientation
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+def nifti() -> bytes:
+    volume = np.stack([brain(64)] * 9, axis=-1)  # an axial stack of a synthetic head
+    return nib.Nifti1Image(volume, np.eye(4)).to_bytes()
+
+
+# ------------------------------------------------------------------ header rule
+@pytest.mark.parametrize(
+    "orientation, expected",
+    [
+        ([1, 0, 0, 0, 1, 0], "axial"),
+        ([0, 1, 0, 0, 0, -1], "sagittal"),
+        ([1, 0, 0, 0, 0, -1], "coronal"),
+        ([1, 0, 0, 0, 0.8, -0.6], "axial"),  # tilted 37 degrees: still closest to axial
+        ([0, 0, 0, 0, 0, 0], ""),  # broken: the header does not say
+    ],
+)
+def test_dicom_orientation_says_the_plane(orientation, expected):
+    assert preprocess(dicom(orientation)).plane == expected
+
+
+def test_a_dicom_of_another_modality_is_not_mri_and_no_orientation_says_nothing():
+    assert preprocess(get_testdata_file("CT_small.dcm")).plane == "not MRI"
+    assert dicom_plane(pydicom.dcmread(io.BytesIO(dicom(None)))) == ""
+
+
+def test_a_nifti_slice_is_axial_by_construction():
+    assert preprocess(nifti()).plane == "axial"
+    assert preprocess(brain(128)).plane == ""  # a picture has no header
+
+
+def test_the_header_decides_without_any_network():
+    """A model saved before the gate still refuses a sagittal DICOM, and reads an axial one."""
+    det = tiny_detector()
+    assert det.plane_gate is None and "plane_threshold" not in det.config
+    sagittal = det.predict(dicom([0, 1, 0, 0, 0, -1]))
+    assert (sagittal.plane, sagittal.plane_source) == ("sagittal", "header")
+    assert sagittal.out_of_distribution and sagittal.label == "inconclusive"
+    assert sagittal.plane_probabilities["sagittal"] == 1.0
+    axial = det.predict(dicom([1, 0, 0, 0, 1, 0]))
+    assert (axial.plane, axial.plane_source, axial.not_axial) == ("axial", "header", 0.0)
+    picture = det.predict(brain(128))  # no header, no gate: nobody says
+    assert (picture.plane, picture.plane_source, picture.plane_probabilities) == ("", "", {})
+
+
+def test_the_header_wins_over_the_gate(tmp_path):
+    det = tiny_detector()
+    gated = BrainTumorDetector(
+        det.classifier, det.autoencoder, det.config, plane_gate=plane.build_gate()
+    )
+    from_gate = gated.predict(brain(128))
+    assert from_gate.plane_source == "gate" and from_gate.plane in plane.PLANES
+    assert sum(from_gate.plane_probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    from_header = gated.predict(nifti())
+    assert (from_header.plane, from_header.plane_source) == ("axial", "header")
+    # The gate travels with the model; a directory without it still loads.
+    gated.save_pretrained(tmp_path / "gated")
+    det.save_pretrained(tmp_path / "older")
+    assert (tmp_path / "gated" / "plane_gate.keras").is_file()
+    loaded = BrainTumorDetector.from_pretrained(tmp_path / "gated")
+    assert loaded.predict(brain(128)).plane_probabilities == pytest.approx(
+        from_gate.plane_probabilities
+    )
+    assert BrainTumorDetector.from_pretrained(tmp_path / "older").plane_gate is None
+
+
+def test_set_valued_loss_rewards_either_allowed_plane():
+    allowed = plane.masks(["sagittal-or-coronal", "axial"])
+    p = np.array([[0.0, 0.5, 0.5, 0.0], [0.5, 0.5, 0.0, 0.0]], np.float32)
+    loss = np.asarray(plane.set_valued_loss(allowed, p))
+    assert loss[0] == pytest.approx(0.0, abs=1e-5) and loss[1] == pytest.approx(np.log(2), abs=1e-5)
+
+
+# ------------------------------------------------------------------ the trained gate
+def trained_gate_examples() -> dict[str, list[str]]:
+    config = json.loads((PRETRAINED / "config.json").read_text())
+    if not (PRETRAINED / "plane_gate.keras").is_file() or not DATA.is_dir():
+        pytest.skip("needs the bundled plane gate and ../shared/data")
+    return config["metrics"]["plane_gate"]["test_examples"]
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return BrainTumorDetector.from_pretrained(PRETRAINED)
+
+
+def flag_rate(bundled, names) -> float:
+    return float(
+        np.mean([p.plane != "axial" for p in bundled.predict_batch([DATA / n for n in names])])
+    )
+
+
+def test_the_gate_flags_real_sagittal_and_coronal_slices_and_passes_axial_ones(bundled):
+    """Test-split slices the gate was measured on, through the whole pipeline of the bundled model."""
+    examples = trained_gate_examples()
+    axial = [n for g in ("axial br35h", "axial sartaj", "axial figshare") for n in examples[g]]
+    assert flag_rate(bundled, axial) <= 0.1  # target 3 %; 60 slices
+    assert flag_rate(bundled, examples["sagittal/coronal"]) >= 0.9  # target 95 %; 20 slices
+
+
+@pytest.mark.xfail(strict=True, reason="known miss: the gate flags 1 of sartaj's 4 test CT slices")
+def test_the_gate_flags_real_ct_slices(bundled):
+    assert flag_rate(bundled, trained_gate_examples()["CT"]) >= 0.75
