@@ -171,7 +171,8 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     detector = BrainTumorDetector(
         classifier, autoencoder, config, ood=fit_layout(x[train_i]), plane_gate=gate_fit and gate_fit.gate
     )
-    tune_on_val(detector, x[val_i], y[val_i], slices.chroma[val_i])
+    axial = np.array([p == "axial" for p in slices.planes])
+    tune_on_val(detector, x[val_i], y[val_i], slices.chroma[val_i], axial[val_i])
     if gate_fit:
         record(detector, gate_fit)  # after tune_on_val, which starts config["metrics"]
     p_test = evaluate_on_test(detector, slices, x, test_i)
@@ -273,7 +274,9 @@ def audit_labels(detector, slices, clusters, excluded: set[str], seed: int) -> N
     }
 
 
-def tune_on_val(detector, x_val: np.ndarray, y_val: np.ndarray, chroma_val: np.ndarray) -> None:
+def tune_on_val(
+    detector, x_val: np.ndarray, y_val: np.ndarray, chroma_val: np.ndarray, axial_val: np.ndarray
+) -> None:
     """Temperature, inconclusive band and OOD thresholds, from validation slices only."""
     from detector.evaluation import (
         choose_inconclusive_band,
@@ -288,10 +291,14 @@ def tune_on_val(detector, x_val: np.ndarray, y_val: np.ndarray, chroma_val: np.n
     detector.config["inconclusive_band"] = choose_inconclusive_band(y_val, p)
     detector.config["anomaly_threshold"] = float(np.quantile(scores["anomaly_score"], ANOMALY_QUANTILE))
     detector.config["layout_threshold"] = float(np.quantile(scores["layout_score"], LAYOUT_QUANTILE))
+    flags = detector.out_of_distribution(scores)
     detector.config["metrics"] = {
         "val": classification_metrics(y_val, p),
         "ece_val": round(expected_calibration_error(y_val, p), 4),
-        "ood_rate_val": float(np.mean(detector.out_of_distribution(scores))),
+        # Sagittal and coronal slices are flagged on purpose (the plane gate);
+        # the share of axial MRIs flagged is what a wrong flag costs.
+        "ood_rate_val": float(np.mean(flags)),
+        "ood_rate_val_axial": float(np.mean(flags[axial_val])) if axial_val.any() else None,
     }
 
 
@@ -319,6 +326,8 @@ def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.
     low, high = detector.config["inconclusive_band"]
     threshold = detector.config["decision_threshold"]
     both_classes = 0 < y_test.mean() < 1
+    flags = detector.out_of_distribution(scores)
+    axial = np.array([slices.planes[i] == "axial" for i in test_i])
     detector.config["metrics"].update(
         test=classification_metrics(y_test, p, threshold),
         test_by_subgroup={
@@ -330,7 +339,8 @@ def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.
         autoencoder_test_auroc=(
             round(float(roc_auc_score(y_test, scores["anomaly_score"])), 4) if both_classes else None
         ),
-        ood_rate_test=float(np.mean(detector.out_of_distribution(scores))),
+        ood_rate_test=float(np.mean(flags)),
+        ood_rate_test_axial=float(np.mean(flags[axial])) if axial.any() else None,
     )
     plots = {
         "confusion.png": plot_confusion(y_test, p, threshold),
@@ -364,14 +374,15 @@ def example_plots(detector, x_test, y_test, p, crops) -> dict[str, bytes]:
 
 
 def split_json(slices, split: dict, clusters: np.ndarray, excluded: set[str]) -> bytes:
-    """sha256 of each file -> its split, file name, collection, patient, label,
-    cluster, and whether it was left out of training as mislabeled."""
+    """sha256 of each file -> its split, file name, collection, patient, plane
+    (where known), label, cluster, and whether it was left out of training as mislabeled."""
     entries = {}
     for name, index in split.items():
         for i in index:
             entries[slices.sha256[i]] = {
                 "split": name, "file": slices.names[i], "collection": slices.collections[i],
-                "patient": slices.patients[i], "label": int(slices.labels[i]), "cluster": int(clusters[i]),
+                "patient": slices.patients[i], "plane": slices.planes[i],
+                "label": int(slices.labels[i]), "cluster": int(clusters[i]),
                 "excluded": slices.names[i] in excluded,
             }  # fmt: skip
     return (json.dumps(entries, indent=1, sort_keys=True) + "\n").encode()
@@ -424,6 +435,10 @@ def fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def fmt_percent(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 def print_summary(config: dict, out: Path) -> None:
     m, s = config["metrics"], config["split"]
     print(f"\nSplit: {s['method']} ({s['clusters']} near-duplicate clusters), train {s['train']} / "
@@ -442,6 +457,7 @@ def print_summary(config: dict, out: Path) -> None:
         ("ECE val / test", f"{m['ece_val']:.3f} / {m['ece_test']:.3f}"),
         ("inconclusive band", f"{config['inconclusive_band']}  ({m['inconclusive_rate_test']:.1%} of test)"),
         ("OOD flagged val/test", f"{m['ood_rate_val']:.1%} / {m['ood_rate_test']:.1%}"),
+        ("... of axial slices", f"{fmt_percent(m.get('ood_rate_val_axial'))} / {fmt_percent(m.get('ood_rate_test_axial'))}"),
         ("training time", f"{config['training']['fit_seconds']} s fit, {config['training']['total_seconds']} s total"),
     ]
     for name, value in rows:

@@ -136,6 +136,8 @@ def card_context(config: dict, assets: dict) -> dict:
         "chroma_limit": f"{CHROMA_LIMIT:g}",
         "background_limit": f"{BACKGROUND_LIMIT:g}",
         "ood_rate_val": fmt_percent(metrics.get("ood_rate_val")),
+        "ood_rate_val_axial": fmt_percent(metrics.get("ood_rate_val_axial")),
+        "ood_rate_test_axial": fmt_percent(metrics.get("ood_rate_test_axial")),
         "ood_rate_test": fmt_percent(metrics.get("ood_rate_test")),
         "suspects": (config.get("label_audit") or {}).get("suspects"),
         "input_shape": input_shape(config.get("preprocessing") or {}),
