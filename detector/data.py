@@ -32,7 +32,7 @@ DUPLICATE_CORRELATION = 0.95
 # Collections without patient ids whose subjects are recovered by correlation
 # (Slices.name_subjects).
 SUBJECT_CORRELATION = {"oasis": 0.98}
-# (field name, dtype) of what Slices keeps per slice, as stored in the cache.
+# What Slices keeps per slice, as the cache stores it: text lists and numpy arrays.
 _TEXT_FIELDS = ("names", "sha256", "collections", "tumor_types", "planes", "patients")
 _ARRAY_FIELDS = ("labels", "chroma", "squares", "thumbnails", "crop_thumbnails")
 
