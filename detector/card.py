@@ -76,9 +76,13 @@ def test_set_name(config: dict) -> str:
     held_out = (config.get("split") or {}).get("held_out")
     if held_out:
         return f"{held_out}, whole collection, held out of training"
+    return f"{trained_on(config, 'brain MRI')}, leak-free split by group and patient"
+
+
+def trained_on(config: dict, unknown: str) -> str:
+    """The collections a model was trained on, in words (older models recorded one folder name)."""
     data = (config.get("training") or {}).get("data")
-    collections = ", ".join(data) if isinstance(data, list) else (data or "brain MRI")
-    return f"{collections}, leak-free split by group and patient"
+    return ", ".join(data) if isinstance(data, list) else (data or unknown)
 
 
 def eval_results(test_metrics: dict, test_set: str = "brain MRI") -> list[EvalResult]:
@@ -145,7 +149,7 @@ def card_context(config: dict, assets: dict) -> dict:
         "training": training,
         "training_seconds": training.get("fit_seconds") or training.get("seconds"),
         "plots": plots(assets),
-        "collections": ", ".join(training.get("data") or []) if isinstance(training.get("data"), list) else training.get("data"),
+        "collections": trained_on(config, ""),
         "subgroup_table": subgroup_table(metrics["test_by_subgroup"]) if metrics.get("test_by_subgroup") else None,
         "held_out_table": held_out_table(config["held_out"]) if config.get("held_out") else None,
         "intensity": (config.get("preprocessing") or {}).get("intensity", "raw"),

@@ -19,7 +19,7 @@ from preprocessing.decode import NIFTI_SUFFIXES
 from preprocessing.medical import nifti_slice_count
 
 from . import ood
-from .card import HEADLINE_METRICS, fmt_metric, fmt_number, held_out_table
+from .card import HEADLINE_METRICS, fmt_metric, fmt_number, held_out_table, trained_on
 from .card import plots as plot_files
 from .detector import BrainTumorDetector, Prediction
 from .explain import overlay
@@ -213,8 +213,7 @@ def about_markdown(config: dict) -> str:
         )
     else:
         split = "a random split: copies of test scans may be in training, so these are optimistic"
-    data = (config.get("training") or {}).get("data")
-    collections = ", ".join(data) if isinstance(data, list) else (data or "the training data")
+    collections = trained_on(config, "the training data")
     held_out = ""
     if config.get("held_out"):
         held_out = f"""
