@@ -105,6 +105,16 @@ def _figshare(root: Path) -> list[Entry]:
     ]
 
 
+def figshare_box(path: Path) -> tuple[float, float, float, float] | None:
+    """The tumour's box (x0, y0, x1, y1), as fractions of the image, from the
+    ``N.txt`` beside a figshare ``N.jpg`` (YOLO form: class cx cy w h); None without one."""
+    text = Path(path).with_suffix(".txt")
+    if not text.is_file():
+        return None
+    _, cx, cy, w, h = map(float, text.read_text().split()[:5])
+    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+
 def _ms(root: Path) -> list[Entry]:
     """Tumour-free slices of MS patients; slices.csv gives plane and patient."""
     return [

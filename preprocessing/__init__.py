@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .crop import PreprocessConfig, crop_brain, resize_square, scale_intensity, to_input
+from .crop import PreprocessConfig, brain_box, crop_brain, resize_square, scale_intensity, to_input
 from .decode import MAX_FILE_BYTES, MAX_PIXELS, decode, decode_with_colour, scale_to_uint8
 from .errors import InvalidImageError
 
@@ -16,6 +16,7 @@ __all__ = [
     "InvalidImageError",
     "PreprocessConfig",
     "Preprocessed",
+    "brain_box",
     "crop_brain",
     "decode",
     "decode_with_colour",

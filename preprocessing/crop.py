@@ -41,7 +41,13 @@ class PreprocessConfig:
 
 
 def crop_brain(grey: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
-    """Crop ``grey`` (uint8, 2-D) to the bounding box of the largest bright blob.
+    """Crop ``grey`` (uint8, 2-D) to the bounding box of the largest bright blob (brain_box)."""
+    x, y, w, h = brain_box(grey, cfg)
+    return np.ascontiguousarray(grey[y : y + h, x : x + w])
+
+
+def brain_box(grey: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()) -> tuple[int, int, int, int]:
+    """(x, y, width, height) in pixels of the brain in ``grey`` (uint8, 2-D).
 
     grey -> Gaussian blur -> threshold -> erode -> dilate -> largest external
     contour -> its extreme points -> bounding box. Raises InvalidImageError
@@ -71,7 +77,7 @@ def crop_brain(grey: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()) -> 
             "No brain found: the bright region is too small to be a head. Upload an "
             "MRI slice with the head filling most of the picture."
         )
-    return np.ascontiguousarray(grey[y : y + h, x : x + w])
+    return x, y, w, h
 
 
 INTENSITY_MODES = ("raw", "percentile")
