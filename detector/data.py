@@ -17,15 +17,23 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from preprocessing import (
     InvalidImageError,
     PreprocessConfig,
+    brain_box,
     crop_brain,
     decode_with_colour,
     resize_square,
     scale_intensity,
 )
 
-from .catalogue import LABEL_NAMES, Entry, catalogue
+from .catalogue import LABEL_NAMES, TUMOR_TYPES, Entry, catalogue, figshare_box
 
-__all__ = ["LABEL_NAMES", "Slices", "load_slices", "split_at_random", "split_by_cluster"]
+__all__ = [
+    "LABEL_NAMES",
+    "Slices",
+    "load_slices",
+    "split_at_random",
+    "split_by_cluster",
+    "tumor_boxes",
+]
 
 THUMBNAIL_SIZE = 32
 DUPLICATE_CORRELATION = 0.95
@@ -109,6 +117,10 @@ class Slices:
         if squares.shape[1] != side:  # e.g. the label audit's smaller network
             squares = [cv2.resize(s, (side, side), interpolation=cv2.INTER_AREA) for s in squares]
         return np.stack([scale_intensity(s, cfg) for s in squares])
+
+    def type_indices(self) -> np.ndarray:
+        """Each slice's tumour type as an index into catalogue.TUMOR_TYPES; -1: none or unknown."""
+        return np.array([TUMOR_TYPES.index(t) if t else -1 for t in self.tumor_types])
 
     def in_collection(self, name: str) -> np.ndarray:
         return np.array([c == name for c in self.collections])
@@ -226,6 +238,31 @@ def thumbnail(grey: np.ndarray) -> np.ndarray:
     t = t.astype(np.float64).ravel()
     t -= t.mean()
     return t / max(np.linalg.norm(t), 1e-9)
+
+
+def tumor_boxes(names: list[str], roots, cfg: PreprocessConfig) -> np.ndarray:
+    """(N, 4) each named slice's tumour box (x0, y0, x1, y1) as fractions of its
+    brain crop, i.e. of the network input; NaN for slices without a box (only
+    figshare's have one, catalogue.figshare_box)."""
+    folders = {Path(root).name.lower(): Path(root) for root in roots}
+    boxes = np.full((len(names), 4), np.nan)
+    for i, name in enumerate(names):
+        collection, relative = name.split("/", 1)
+        path = folders[collection] / relative
+        box = figshare_box(path) if collection == "figshare" else None
+        if box is None:
+            continue
+        grey = decode_with_colour(path.read_bytes())[0]
+        x, y, w, h = brain_box(grey, cfg)
+        height, width = grey.shape
+        in_crop = [
+            (box[0] * width - x) / w,
+            (box[1] * height - y) / h,
+            (box[2] * width - x) / w,
+            (box[3] * height - y) / h,
+        ]
+        boxes[i] = np.clip(in_crop, 0.0, 1.0)
+    return boxes
 
 
 def split_by_cluster(

@@ -7,7 +7,15 @@ import io
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.stats import bootstrap
-from sklearn.metrics import accuracy_score, confusion_matrix, recall_score, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 METRICS = {
     "accuracy": lambda y, p, t: accuracy_score(y, p >= t),
@@ -38,6 +46,59 @@ def classification_metrics(
         ).confidence_interval
         out[name] = {"value": float(metric(y, p, threshold)), "ci95": [float(ci.low), float(ci.high)]}
     return out
+
+
+def type_metrics(
+    y: np.ndarray, probabilities: np.ndarray, types: list[str], *, n_resamples: int = 1000, seed: int = 0
+) -> dict:
+    """Tumour-type figures of true type indices y and P(each type): accuracy and
+    macro-F1 with bootstrap intervals, precision and recall per type with theirs,
+    and the confusion matrix (rows true, columns predicted, in ``types`` order)."""
+    y, predicted = np.asarray(y), np.asarray(probabilities).argmax(axis=1)
+    labels = list(range(len(types)))
+
+    def interval(statistic) -> dict:
+        ci = bootstrap(
+            (y, predicted), statistic, paired=True, vectorized=False,
+            n_resamples=n_resamples, method="percentile", random_state=seed,
+        ).confidence_interval  # fmt: skip
+        return {"value": float(statistic(y, predicted)), "ci95": [float(ci.low), float(ci.high)]}
+
+    def per_type(which: int, k: int):
+        return lambda a, b: precision_recall_fscore_support(
+            a, b, labels=labels, zero_division=np.nan
+        )[which][k]
+
+    return {
+        "n": int(len(y)),
+        "accuracy": interval(accuracy_score),
+        "macro_f1": interval(lambda a, b: f1_score(a, b, labels=labels, average="macro", zero_division=0)),
+        "per_type": {
+            name: {"n": int(np.sum(y == k)), "precision": interval(per_type(0, k)), "recall": interval(per_type(1, k))}
+            for k, name in enumerate(types)
+        },
+        "confusion": confusion_matrix(y, predicted, labels=labels).tolist(),
+    }
+
+
+def pointing_game(heat_maps: np.ndarray, boxes: np.ndarray) -> dict[str, float]:
+    """Share of slices whose heat-map peak falls inside the tumour's box, and the
+    same for the centre of the slice (the baseline a heat map has to beat).
+
+    heat_maps: (N, S, S); boxes: (N, 4) as (x0, y0, x1, y1) in [0, 1] of the same square.
+    """
+    side = heat_maps.shape[1]
+    peak_row, peak_col = np.unravel_index(heat_maps.reshape(len(heat_maps), -1).argmax(axis=1), (side, side))
+
+    def inside(col, row) -> np.ndarray:
+        x, y = (np.asarray(col) + 0.5) / side, (np.asarray(row) + 0.5) / side
+        return (boxes[:, 0] <= x) & (x <= boxes[:, 2]) & (boxes[:, 1] <= y) & (y <= boxes[:, 3])
+
+    return {
+        "n": int(len(boxes)),
+        "hits": float(np.mean(inside(peak_col, peak_row))),
+        "centre_baseline": float(np.mean(inside(side / 2 - 0.5, side / 2 - 0.5))),
+    }
 
 
 # Non-axial planes as the collections label them.
@@ -189,6 +250,25 @@ def plot_confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> bytes:
     ax.set_yticks([0, 1], ["normal", "tumor"])
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    return _figure_png(fig)
+
+
+def plot_type_confusion(matrix: list[list[int]], types: list[str]) -> bytes:
+    """The tumour-type confusion matrix, counts and each true type's share."""
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(4.6, 4.0))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(matrix):
+        colour = "white" if shares[i, j] > 0.6 else "black"
+        ax.text(j, i, f"{count}\n{shares[i, j]:.0%}", ha="center", va="center", fontsize=11, color=colour)
+    ticks = range(len(types))
+    ax.set_xticks(ticks, types)
+    ax.set_yticks(ticks, types)
+    ax.set_xlabel("predicted type")
+    ax.set_ylabel("true type")
+    ax.set_title("Tumour type, leak-free test split")
     return _figure_png(fig)
 
 

@@ -25,7 +25,12 @@ class GradCam:
         def maps(x):
             with tf.GradientTape() as tape:
                 features, probability = probe(x, training=False)
-                score = probability[:, 0]
+                # One unit: P(tumour). Several (tumour types): P(the most likely one).
+                score = (
+                    tf.reduce_max(probability, axis=1)
+                    if probability.shape[1] > 1
+                    else probability[:, 0]
+                )
             # Each slice's score depends on its own features only, so one
             # gradient of the batch's scores gives every slice its own.
             weights = tf.reduce_mean(tape.gradient(score, features), axis=(1, 2), keepdims=True)
@@ -36,17 +41,18 @@ class GradCam:
         )
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Heat map in [0, 1] at input resolution for one preprocessed input (S, S, C)."""
+        """Heat maps in [0, 1] at input resolution, (N, S, S), of preprocessed inputs (N, S, S, C)."""
         import cv2
 
-        cam = self._maps(np.ascontiguousarray(x[None], np.float32))[0].numpy()
-        cam = cam / cam.max() if cam.max() > 0 else cam
-        return cv2.resize(cam.astype(np.float32), x.shape[:2][::-1], interpolation=cv2.INTER_LINEAR)
+        cams = self._maps(np.ascontiguousarray(x, np.float32)).numpy().astype(np.float32)
+        cams /= np.maximum(cams.max(axis=(1, 2), keepdims=True), 1e-12)
+        side = x.shape[1:3][::-1]
+        return np.stack([cv2.resize(cam, side, interpolation=cv2.INTER_LINEAR) for cam in cams])
 
 
 def grad_cam(classifier, x: np.ndarray) -> np.ndarray:
-    """One heat map, compiling a GradCam for it; keep a GradCam to explain many."""
-    return GradCam(classifier)(x)
+    """One heat map of one input (S, S, C), compiling a GradCam for it; keep a GradCam to explain many."""
+    return GradCam(classifier)(x[None])[0]
 
 
 def overlay(grey: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarray:

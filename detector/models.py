@@ -50,8 +50,35 @@ def _conv_bn(x, filters: int, strides: int = 1):
     return layers.Activation("relu")(x)
 
 
-def _default_cnn(image_size: int, channels: int, steps: int, width: int = 24) -> keras.Model:
-    """A small VGG-style net with BatchNorm and global pooling, sized for CPU training.
+def _default_cnn(image_size: int, channels: int, steps: int) -> keras.Model:
+    model = keras.Model(
+        *_backbone(image_size, channels, layers.Dense(1, activation="sigmoid")), name="default_cnn"
+    )
+    model.compile(
+        optimizer=_adamw(steps),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=0.05),
+        metrics=["accuracy", keras.metrics.AUC(name="auc")],
+    )
+    return model
+
+
+def build_type_classifier(
+    image_size: int, channels: int, classes: int, steps: int = 1000
+) -> keras.Model:
+    """The default network ending in a softmax over the tumour types (catalogue.TUMOR_TYPES)."""
+    head = layers.Dense(classes, activation="softmax")
+    model = keras.Model(*_backbone(image_size, channels, head), name="type_cnn")
+    model.compile(
+        optimizer=_adamw(steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _backbone(image_size: int, channels: int, head, width: int = 24):
+    """(inputs, outputs) of a small VGG-style net with BatchNorm and global pooling,
+    sized for CPU training, ending in ``head``.
 
     A strided stem halves the input at once: the first full-resolution layer
     would otherwise cost as much as the rest of the network.
@@ -65,17 +92,14 @@ def _default_cnn(image_size: int, channels: int, steps: int, width: int = 24) ->
     x = _conv_bn(x, 8 * width, strides=1)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(0.3)(x)
-    outputs = layers.Dense(1, activation="sigmoid")(x)
-    model = keras.Model(inputs, outputs, name="default_cnn")
-    model.compile(
-        optimizer=keras.optimizers.AdamW(
-            keras.optimizers.schedules.CosineDecay(2e-3, steps, warmup_target=None),
-            weight_decay=1e-4,
-        ),
-        loss=keras.losses.BinaryCrossentropy(label_smoothing=0.05),
-        metrics=["accuracy", keras.metrics.AUC(name="auc")],
+    return inputs, head(x)
+
+
+def _adamw(steps: int):
+    """AdamW whose learning rate decays to zero over ``steps``."""
+    return keras.optimizers.AdamW(
+        keras.optimizers.schedules.CosineDecay(2e-3, steps, warmup_target=None), weight_decay=1e-4
     )
-    return model
 
 
 def build_autoencoder(image_size: int, channels: int, width: int = 16) -> keras.Model:

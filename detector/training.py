@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from .models import build_autoencoder, build_classifier
+from .models import build_autoencoder, build_classifier, build_type_classifier
 
 AUGMENTATIONS = ("none", "geometric", "full")
 
@@ -46,8 +46,12 @@ def scanner_look(x, seed: int):
     coarse = tf.random.normal([batch, 4, 4, 1], seed=seed + 1)
     strength = tf.random.uniform([batch, 1, 1, 1], 0.0, 0.3, seed=seed + 2)
     x = x * tf.exp(strength * tf.image.resize(coarse, [side, side], method="bilinear"))
-    low = tf.cast(tf.cast(side, tf.float32) * tf.random.uniform([], 0.5, 1.0, seed=seed + 3), tf.int32)
-    x = tf.image.resize(tf.image.resize(x, [low, low], method="area"), [side, side], method="bilinear")
+    low = tf.cast(
+        tf.cast(side, tf.float32) * tf.random.uniform([], 0.5, 1.0, seed=seed + 3), tf.int32
+    )
+    x = tf.image.resize(
+        tf.image.resize(x, [low, low], method="area"), [side, side], method="bilinear"
+    )
     sigma = tf.random.uniform([batch, 1, 1, 1], 0.0, 0.05, seed=seed + 4)
     x = x + sigma * tf.random.normal(tf.shape(x), seed=seed + 5)
     return tf.clip_by_value(x, 0.0, 1.0)
@@ -62,9 +66,13 @@ def _dataset(x, y, batch_size: int, seed: int, augment: str):
     data = data.batch(batch_size)
     if augment != "none":
         geometric = augmenter(seed)
-        data = data.map(lambda a, b: (geometric(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.map(
+            lambda a, b: (geometric(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE
+        )
     if augment == "full":
-        data = data.map(lambda a, b: (scanner_look(a, seed), b), num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.map(
+            lambda a, b: (scanner_look(a, seed), b), num_parallel_calls=tf.data.AUTOTUNE
+        )
     return data.prefetch(tf.data.AUTOTUNE)
 
 
@@ -74,39 +82,82 @@ def fit_classifier(
     val: tuple[np.ndarray, np.ndarray],
     *,
     epochs: int,
-    batch_size: int,
-    seed: int,
-    augment: str,
     select_on_val: bool,
-    verbose: int = 1,
+    **fit,
 ) -> tuple[keras.Model, dict]:
-    """Train a classifier; keep the epoch with the lowest val loss if select_on_val.
-
-    The classes are weighted to count equally, whatever their numbers.
+    """Train a tumour/normal classifier; keep the epoch with the lowest val loss if
+    select_on_val. ``fit``: batch_size, seed, augment, verbose (see _fit).
     """
-    keras.utils.set_random_seed(seed)
-    x, y = train
-    steps = epochs * int(np.ceil(len(x) / batch_size))
-    model = build_classifier(arch, x.shape[1], x.shape[3], steps=steps)
+    keras.utils.set_random_seed(fit["seed"])
+    x = train[0]
+    model = build_classifier(
+        arch, x.shape[1], x.shape[3], steps=_steps(len(x), epochs, fit["batch_size"])
+    )
+    as_float = lambda labels: labels.astype("float32")
+    return _fit(model, train, val, as_float, 2, epochs=epochs, select_on_val=select_on_val, **fit)
+
+
+def fit_type_classifier(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    *,
+    classes: int,
+    epochs: int,
+    **fit,
+) -> tuple[keras.Model, dict]:
+    """Train the tumour-type network on tumour slices (y: type indices); keep the
+    epoch with the lowest val loss. ``fit``: batch_size, seed, augment, verbose.
+    """
+    keras.utils.set_random_seed(fit["seed"])
+    x = train[0]
+    model = build_type_classifier(
+        x.shape[1], x.shape[3], classes, steps=_steps(len(x), epochs, fit["batch_size"])
+    )
+    one_hot = lambda types: np.eye(classes, dtype="float32")[types]
+    return _fit(model, train, val, one_hot, classes, epochs=epochs, select_on_val=True, **fit)
+
+
+def _steps(n: int, epochs: int, batch_size: int) -> int:
+    """Optimiser steps of a fit: its learning rate decays to zero over them."""
+    return epochs * int(np.ceil(n / batch_size))
+
+
+def _fit(
+    model,
+    train,
+    val,
+    targets,
+    classes: int,
+    *,
+    epochs,
+    batch_size,
+    seed,
+    augment,
+    select_on_val,
+    verbose=1,
+):
+    """model.fit on (augmented) train, classes weighted to count equally whatever
+    their numbers; ``targets`` turns class indices into what the model's loss expects."""
+    (x, y), (x_val, y_val) = train, val
     callbacks = []
     if select_on_val:
         callbacks.append(
             keras.callbacks.EarlyStopping("val_loss", patience=epochs, restore_best_weights=True)
         )
     history = model.fit(
-        _dataset(x, y.astype("float32"), batch_size, seed, augment),
-        validation_data=(val[0], val[1].astype("float32")),
+        _dataset(x, targets(y), batch_size, seed, augment),
+        validation_data=(x_val, targets(y_val)),
         epochs=epochs,
         callbacks=callbacks,
-        class_weight=_balanced(y),
+        class_weight=_balanced(y, classes),
         verbose=verbose,
     )
     return model, history.history
 
 
-def _balanced(y: np.ndarray) -> dict[int, float]:
-    counts = np.bincount(y.astype(int), minlength=2)
-    return {c: len(y) / (2 * n) if n else 1.0 for c, n in enumerate(counts)}
+def _balanced(y: np.ndarray, classes: int = 2) -> dict[int, float]:
+    counts = np.bincount(y.astype(int), minlength=classes)
+    return {c: len(y) / (classes * n) if n else 1.0 for c, n in enumerate(counts)}
 
 
 def fit_autoencoder(
@@ -122,7 +173,9 @@ def fit_autoencoder(
         epochs=epochs,
         batch_size=batch_size,
         shuffle=True,
-        callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=epochs, restore_best_weights=True)],
+        callbacks=[
+            keras.callbacks.EarlyStopping("val_loss", patience=epochs, restore_best_weights=True)
+        ],
         verbose=verbose,
     )
     return model
