@@ -95,7 +95,8 @@ def build_app(detector: BrainTumorDetector, examples_dir: str | None = None) -> 
 
     def on_upload(path):
         """Preview the upload, show the slice slider for a NIfTI volume, clear old results."""
-        cleared = [None] * len(results)
+        # Empty results; the type label hides until a tumour is found.
+        cleared = [gr.Label(None, visible=False) if c is tumor_type else None for c in results]
         hidden = gr.Slider(visible=False)
         if path is None:
             return None, hidden, None, *cleared
@@ -131,7 +132,14 @@ def build_app(detector: BrainTumorDetector, examples_dir: str | None = None) -> 
             raise _bad_input(exc) from None
         p = view.prediction
         images = _unique_pngs(view.cropped, view.grad_cam, view.reconstruction, view.error_map)
-        return (views.confidences(p), *images, views.verdict(p, config), views.details(p, config))
+        types = views.type_confidences(p)
+        return (
+            views.confidences(p),
+            gr.Label(types, visible=types is not None),
+            *images,
+            views.verdict(p, config),
+            views.details(p, config),
+        )
 
     def run_batch(paths, progress=gr.Progress()):  # noqa: B008 (Gradio looks for this default)
         if not paths:
@@ -167,6 +175,9 @@ def build_app(detector: BrainTumorDetector, examples_dir: str | None = None) -> 
                 verdict = gr.Markdown(label="Verdict", elem_id="verdict")
                 # No heading: the verdict above decides (threshold, band), not the larger bar.
                 label = gr.Label(label="Probability", show_heading=False, elem_id="probability")
+                tumor_type = gr.Label(
+                    label="Tumour type (research output)", elem_id="tumor-type", visible=False
+                )
                 with gr.Row():
                     cropped = _image("Cropped brain", "cropped")
                     grad_cam = _image("Grad-CAM", "grad-cam")
@@ -188,10 +199,10 @@ def build_app(detector: BrainTumorDetector, examples_dir: str | None = None) -> 
             table = gr.Dataframe(
                 label="Predictions",
                 headers=views.BATCH_COLUMNS,
-                datatype=["str", "str", "number", "str", "number", "str"],
+                datatype=["str", "str", "number", "str", "str", "number", "str"],
                 interactive=False,
                 wrap=True,
-                column_widths=["16%", "10%", "12%", "11%", "12%", "39%"],
+                column_widths=["15%", "9%", "11%", "10%", "11%", "11%", "33%"],
             )
             csv_download = gr.File(label="CSV")
 
@@ -201,7 +212,16 @@ def build_app(detector: BrainTumorDetector, examples_dir: str | None = None) -> 
             if plots:
                 gr.Gallery(plots, label="Evaluation plots", columns=2, height="auto")
 
-        results = [label, cropped, grad_cam, reconstruction, error_map, verdict, details]
+        results = [
+            label,
+            tumor_type,
+            cropped,
+            grad_cam,
+            reconstruction,
+            error_map,
+            verdict,
+            details,
+        ]
         shown = [preview, slice_slider, slice_state, *results]
         if examples_dir:
             with upload_column:

@@ -18,13 +18,14 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
 
 import numpy as np
 
+from detector.catalogue import TUMOR_TYPES
 from detector.training import AUGMENTATIONS
 from preprocessing import PreprocessConfig
 from preprocessing.crop import INTENSITY_MODES
@@ -37,6 +38,8 @@ class Recipe:
     image_size: int
     channels: int
     epochs: int
+    type_image_size: int  # the tumour-type network's input side: types need more detail
+    type_epochs: int  # the tumour-type network's; 0: none (the report's network is binary)
     batch_size: int
     augment: str  # detector.training.AUGMENTATIONS
     intensity: str  # preprocessing.PreprocessConfig.intensity
@@ -46,12 +49,12 @@ class Recipe:
 
 RECIPES = {
     # The report's protocol as published: RGB 150x150, 20 epochs, last epoch.
-    "report": Recipe(150, 3, 20, 64, "none", "raw", select_on_val=False, tta_flip=False),
+    "report": Recipe(150, 3, 20, 150, 0, 64, "none", "raw", select_on_val=False, tta_flip=False),
     # Trained on all five collections (~10,000 training slices) at 64 px: a fit
     # takes minutes, not hours, so every held-out collection is scored with
     # this very recipe. Per-slice intensity scaling and scanner-look
     # augmentation: see the README's table of what was tried.
-    "default": Recipe(64, 1, 10, 32, "full", "percentile", select_on_val=True, tta_flip=True),
+    "default": Recipe(64, 1, 10, 96, 20, 32, "full", "percentile", select_on_val=True, tta_flip=True),
 }
 # Out-of-distribution thresholds, as quantiles of the validation slices' scores.
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
@@ -78,6 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--split", choices=["cluster", "random"], default="cluster",
                         help="cluster: leak-free (default); random: the report's leaky split, for comparison")
     parser.add_argument("--epochs", type=int, help="classifier epochs (default: per architecture)")
+    parser.add_argument("--type-epochs", type=int, help="tumour-type network epochs (default: per architecture; 0: none)")
+    parser.add_argument("--type-image-size", type=int, help="tumour-type network input side (default: per architecture)")
     parser.add_argument("--ae-epochs", type=int, default=20, help="autoencoder epochs")
     parser.add_argument("--image-size", type=int, help="input side in pixels (default: per architecture)")
     parser.add_argument("--seed", type=int, default=0)
@@ -89,6 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="model dirs (e.g. --arch report runs) whose test metrics the card shows beside these")
     parser.add_argument("--held-out-runs", nargs="*", type=Path, default=[], metavar="DIR",
                         help="--hold-out model dirs whose held-out-collection figures the card shows")
+    parser.add_argument("--type-results", type=Path, metavar="JSON",
+                        help="benchmarks/tumor_type.py's figures (5-fold, cross-collection) for the card")
     parser.add_argument("--push-to-hub", metavar="USER/REPO", help="upload the model directory after training")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--verbose", type=int, default=2, help="Keras progress: 0 silent, 1 bar, 2 line per epoch")
@@ -108,6 +115,8 @@ def main(argv=None) -> int:
     detector.config["training"]["total_seconds"] = round(time.time() - started)
     detector.config["baselines"] = [baseline(d, detector.assets["split.json"]) for d in args.compare_with]
     detector.config["held_out"] = [held_out(d) for d in args.held_out_runs]
+    if args.type_results:
+        detector.config["type_results"] = json.loads(args.type_results.read_text())
     save_atomically(detector, args.out)
     print_summary(detector.config, args.out)
     if args.push_to_hub:
@@ -121,7 +130,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     from detector.evaluation import classification_metrics, plot_history
     from detector.ood import fit_layout
     from detector.plane import DEFAULT_THRESHOLD, fit_plane_gate, record, sartaj_folder
-    from detector.training import fit_autoencoder, fit_classifier
+    from detector.training import fit_autoencoder, fit_classifier, fit_type_classifier
 
     print(f"Loading {', '.join(map(str, args.data))} ...", flush=True)
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
@@ -148,6 +157,22 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         x[normal_train], x[normal_val], epochs=args.ae_epochs, batch_size=32, seed=args.seed,
         verbose=args.verbose,
     )  # fmt: skip
+    type_classifier, x_type = None, None
+    typed = slices.type_indices() >= 0
+    type_epochs = recipe.type_epochs if args.type_epochs is None else args.type_epochs
+    if type_epochs and typed[train_i].any() and typed[val_i].any():
+        print("Tumour-type network (tumour slices of a known type) ...", flush=True)
+        type_cfg = replace(cfg, image_size=args.type_image_size or recipe.type_image_size)
+        type_slices = load_slices(args.data, type_cfg, cache_dir=args.cache_dir)
+        assert type_slices.names == slices.names  # the same files, decoded at another size
+        x_type = type_slices.inputs(type_cfg)
+        type_train, type_val = train_i[typed[train_i]], val_i[typed[val_i]]
+        type_classifier, _ = fit_type_classifier(
+            (x_type[type_train], slices.type_indices()[type_train]),
+            (x_type[type_val], slices.type_indices()[type_val]),
+            classes=len(TUMOR_TYPES), epochs=type_epochs, batch_size=recipe.batch_size,
+            seed=args.seed, augment=args.augment or recipe.augment, verbose=args.verbose,
+        )  # fmt: skip
     gate_fit = None
     if any(slices.planes):  # the gate learns from slices of known planes (catalogue.Entry.plane)
         print("Plane gate (same split, plus template cuts, pictures and CT) ...", flush=True)
@@ -166,16 +191,21 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "anomaly_threshold": float("inf"),
         "layout_threshold": float("inf"),
         "plane_threshold": gate_fit.threshold if gate_fit else DEFAULT_THRESHOLD,  # chosen on val
+        "tumor_types": list(TUMOR_TYPES) if type_classifier else [],
+        "type_image_size": x_type.shape[1] if type_classifier else cfg.image_size,
     }
     # The layout check's subspace comes from the training slices; its threshold from val.
     detector = BrainTumorDetector(
-        classifier, autoencoder, config, ood=fit_layout(x[train_i]), plane_gate=gate_fit and gate_fit.gate
-    )
+        classifier, autoencoder, config, ood=fit_layout(x[train_i]),
+        plane_gate=gate_fit and gate_fit.gate, type_classifier=type_classifier,
+    )  # fmt: skip
     axial = np.array([p == "axial" for p in slices.planes])
     tune_on_val(detector, x[val_i], y[val_i], slices.chroma[val_i], axial[val_i])
     if gate_fit:
         record(detector, gate_fit)  # after tune_on_val, which starts config["metrics"]
     p_test = evaluate_on_test(detector, slices, x, test_i)
+    if type_classifier:
+        evaluate_types_on_test(detector, slices, x, x_type, test_i[typed[test_i]], args.data)
     if excluded:
         clean = keep[test_i]
         detector.config["metrics"]["test_excluding_suspects"] = classification_metrics(
@@ -353,6 +383,36 @@ def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.
     return p
 
 
+def evaluate_types_on_test(detector, slices, x, x_type, typed_test: np.ndarray, roots) -> None:
+    """The tumour-type network on the test tumours of a known type: accuracy,
+    macro-F1, per-type precision and recall, the confusion matrix; and whether
+    Grad-CAM points at the tumour, on the test slices with a tumour box.
+
+    x, x_type: every slice as the detector's and as the type network's input.
+    """
+    from detector.data import tumor_boxes
+    from detector.evaluation import plot_type_confusion, pointing_game, type_metrics
+
+    types = detector.tumor_types
+    truth, p = slices.type_indices()[typed_test], detector.type_probabilities(x_type[typed_test])
+    metrics = type_metrics(truth, p, types)
+    collections = np.array(slices.collections)[typed_test]
+    metrics["accuracy_by_collection"] = {
+        c: round(float(np.mean(p[collections == c].argmax(1) == truth[collections == c])), 4)
+        for c in sorted(set(collections))
+    }
+    detector.config["metrics"]["type_test"] = metrics
+    detector.assets["type_confusion.png"] = plot_type_confusion(metrics["confusion"], types)
+    boxes = tumor_boxes([slices.names[i] for i in typed_test], roots, detector.preprocess_config)
+    boxed = typed_test[~np.isnan(boxes[:, 0])]
+    if len(boxed):
+        boxes = boxes[~np.isnan(boxes[:, 0])]
+        detector.config["metrics"]["pointing_game"] = {
+            "classifier": pointing_game(detector.heat_maps(x[boxed]), boxes),
+            "type_classifier": pointing_game(detector.heat_maps(x_type[boxed], "type_classifier"), boxes),
+        }
+
+
 def example_plots(detector, x_test, y_test, p, crops) -> dict[str, bytes]:
     """Ten test slices with truth and prediction; five reconstructions."""
     from detector.evaluation import plot_examples
@@ -374,14 +434,16 @@ def example_plots(detector, x_test, y_test, p, crops) -> dict[str, bytes]:
 
 
 def split_json(slices, split: dict, clusters: np.ndarray, excluded: set[str]) -> bytes:
-    """sha256 of each file -> its split, file name, collection, patient, plane
-    (where known), label, cluster, and whether it was left out of training as mislabeled."""
+    """sha256 of each file -> its split, file name, collection, patient, plane and
+    tumour type (where known), label, cluster, and whether it was left out of
+    training as mislabeled."""
     entries = {}
     for name, index in split.items():
         for i in index:
             entries[slices.sha256[i]] = {
                 "split": name, "file": slices.names[i], "collection": slices.collections[i],
                 "patient": slices.patients[i], "plane": slices.planes[i],
+                "tumor_type": slices.tumor_types[i],
                 "label": int(slices.labels[i]), "cluster": int(clusters[i]),
                 "excluded": slices.names[i] in excluded,
             }  # fmt: skip
@@ -462,6 +524,14 @@ def print_summary(config: dict, out: Path) -> None:
     ]
     for name, value in rows:
         print(f"{name:<22}{value:>8}")
+    if "type_test" in m:
+        t = m["type_test"]
+        print(f"\nTumour type, {t['n']} test tumours: accuracy {t['accuracy']['value']:.3f}, "
+              f"macro-F1 {t['macro_f1']['value']:.3f}; recall " +
+              ", ".join(f"{name} {row['recall']['value']:.3f}" for name, row in t["per_type"].items()))  # fmt: skip
+        for network, game in m.get("pointing_game", {}).items():
+            print(f"Grad-CAM peak inside the tumour box, {network}: {game['hits']:.1%} "
+                  f"(centre of the slice: {game['centre_baseline']:.1%}; {game['n']} figshare slices)")  # fmt: skip
     if "plane_gate" in m:
         from detector.plane import format_report
 

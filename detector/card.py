@@ -32,6 +32,7 @@ PLOT_CAPTIONS = {
     "loss_curve.png": "Loss per epoch, train vs validation",
     "roc.png": "ROC on the leak-free test split: CNN vs autoencoder reconstruction error",
     "confusion.png": "Confusion matrix on the test split",
+    "type_confusion.png": "Tumour-type confusion matrix on the test split's tumours of a known type",
     "reliability.png": "Reliability diagram (calibrated probabilities, test split)",
     "test_examples.png": "Test slices with truth and prediction",
     "reconstructions.png": "Autoencoder reconstructions of test slices",
@@ -54,6 +55,7 @@ def card_data(config: dict) -> ModelCardData:
     # Br35H has no fixed Hub dataset id, so `datasets` is left out rather than
     # pointing at a page that does not exist; the card's text names the source.
     results = eval_results(_metrics(config).get("test", {}), test_set_name(config))
+    results += type_eval_results(_metrics(config).get("type_test") or {}, test_set_name(config))
     return ModelCardData(
         model_name=MODEL_NAME if results else None,  # model-index needs a name; nothing else does
         library_name="keras",
@@ -107,6 +109,71 @@ def eval_results(test_metrics: dict, test_set: str = "brain MRI") -> list[EvalRe
     return results
 
 
+TYPE_METRICS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1"}
+
+
+def type_eval_results(type_test: dict, test_set: str) -> list[EvalResult]:
+    """model-index entries of the tumour-type network (a second task), on the test tumours."""
+    return [
+        EvalResult(
+            task_type="image-classification",
+            task_name="Brain tumour type: glioma, meningioma, pituitary (MRI slice)",
+            dataset_type="brain-mri-union",
+            dataset_name=f"{test_set}: tumours of a known type",
+            dataset_split="test",
+            metric_type=key,
+            metric_name=name,
+            metric_value=round(value, 4),
+        )
+        for key, name in TYPE_METRICS.items()
+        if (value := metric_value(type_test.get(key))) is not None
+    ]
+
+
+def type_context(config: dict) -> dict | None:
+    """The card's tumour-type section, formatted; None for a model without a type network."""
+    figures = _metrics(config).get("type_test")
+    if not config.get("tumor_types") or not figures:
+        return None
+    pointing = _metrics(config).get("pointing_game") or {}
+    return {
+        "n": figures["n"],
+        "image_size": config.get("type_image_size"),
+        "accuracy": fmt_metric(figures["accuracy"]),
+        "macro_f1": fmt_metric(figures["macro_f1"]),
+        "rows": [
+            {"type": name, "n": row["n"], "precision": fmt_metric(row["precision"]), "recall": fmt_metric(row["recall"])}
+            for name, row in figures["per_type"].items()
+        ],
+        "by_collection": ", ".join(f"{c} {v:.3f}" for c, v in (figures.get("accuracy_by_collection") or {}).items()),
+        "pointing": {
+            "n": (pointing.get("classifier") or {}).get("n"),
+            "classifier": fmt_percent((pointing.get("classifier") or {}).get("hits")),
+            "type_classifier": fmt_percent((pointing.get("type_classifier") or {}).get("hits")),
+            "centre": fmt_percent((pointing.get("classifier") or {}).get("centre_baseline")),
+        } if pointing else None,
+        "cross_validation": type_cv_table(config["type_results"]) if config.get("type_results") else None,
+    }  # fmt: skip
+
+
+def type_cv_table(results: dict) -> str:
+    """Markdown: benchmarks/tumor_type.py's 5-fold figures beside the published ones, then
+    the cross-collection rows."""
+    summary = results["cv_summary"]
+    columns = ["accuracy", "macro_f1", *(k for k in summary if k.startswith("recall "))]
+    lines = ["| figshare, patient-level 5-fold | " + " | ".join(c.replace("_", "-") for c in columns) + " |",
+             "|---|" + "---|" * len(columns)]  # fmt: skip
+    cells = [f"{summary[c]['mean']:.3f} ± {summary[c]['sd'] or 0:.3f}" for c in columns]
+    lines.append("| this type network (mean ± sd over folds) | " + " | ".join(cells) + " |")
+    for name, accuracy in results.get("published", {}).items():
+        lines.append(f"| {name} | {accuracy:.3f} |" + " - |" * (len(columns) - 1))
+    for name, m in (results.get("cross_collection") or {}).items():
+        recalls = [fmt_metric(m["per_type"][c.removeprefix("recall ")]["recall"]) for c in columns[2:]]
+        lines.append(f"| {name} ({m['n']} slices) | {fmt_metric(m['accuracy'])} | {fmt_metric(m['macro_f1'])} | "
+                     + " | ".join(recalls) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------- context
 def card_context(config: dict, assets: dict) -> dict:
     metrics = _metrics(config)
@@ -153,6 +220,7 @@ def card_context(config: dict, assets: dict) -> dict:
         "subgroup_table": subgroup_table(metrics["test_by_subgroup"]) if metrics.get("test_by_subgroup") else None,
         "held_out_table": held_out_table(config["held_out"]) if config.get("held_out") else None,
         "intensity": (config.get("preprocessing") or {}).get("intensity", "raw"),
+        "tumor_type": type_context(config),
         "other_files": sorted(name for name in assets if not name.endswith(".png")),
     }
 

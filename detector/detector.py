@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from huggingface_hub import ModelHubMixin, hf_hub_download
 
-from preprocessing import InvalidImageError, PreprocessConfig, Preprocessed, preprocess
+from preprocessing import InvalidImageError, PreprocessConfig, Preprocessed, preprocess, to_input
 
 from . import plane
 from .ood import CHECKS, background_levels, failed_checks, layout_scores, limit
@@ -21,7 +21,8 @@ AUTOENCODER_FILE = "autoencoder.keras"
 OOD_FILE = "ood.npz"  # detector.ood's fitted layout check (empty: the model has none)
 MODEL_FILES = (CONFIG_FILE, CLASSIFIER_FILE, AUTOENCODER_FILE, OOD_FILE)
 PLANE_GATE_FILE = "plane_gate.keras"  # detector.plane's gate; models saved before it have none
-OPTIONAL_FILES = (PLANE_GATE_FILE,)
+TYPE_CLASSIFIER_FILE = "type_classifier.keras"  # the tumour-type network; older models have none
+OPTIONAL_FILES = (PLANE_GATE_FILE, TYPE_CLASSIFIER_FILE)
 # Files that travel with a model directory but are not needed to run it.
 ASSET_SUFFIXES = (".png", ".csv", ".json")
 
@@ -47,12 +48,18 @@ class Prediction:
     plane: str = ""
     plane_probabilities: dict[str, float] = field(default_factory=dict)  # P(each plane)
     plane_source: str = ""  # "header" (DICOM/NIfTI: exact), "gate" (the network) or ""
+    # The most likely of config["tumor_types"] and P(each), only when the label
+    # is "tumor" and the model has a type network: a research output.
+    tumor_type: str | None = None
+    type_probabilities: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """The JSON-friendly part (no images)."""
         return {
             "tumor_probability": self.tumor_probability,
             "label": self.label,
+            "tumor_type": self.tumor_type,
+            "type_probabilities": self.type_probabilities,
             "out_of_distribution": self.out_of_distribution,
             "plane": self.plane,
             "plane_probabilities": self.plane_probabilities,
@@ -80,7 +87,9 @@ class BrainTumorDetector(
     back unchanged by ``save_pretrained``; ``ood`` holds the arrays of the
     layout check (detector.ood.fit_layout), empty when the model has none;
     ``plane_gate`` is detector.plane's network, None when the model has none
-    (a DICOM or NIfTI header still says the plane then).
+    (a DICOM or NIfTI header still says the plane then); ``type_classifier``
+    gives P(each of config["tumor_types"]) of a tumour slice, None when the
+    model has none.
     """
 
     def __init__(
@@ -91,12 +100,17 @@ class BrainTumorDetector(
         assets: dict | None = None,
         ood: dict | None = None,
         plane_gate=None,
+        type_classifier=None,
     ):
         import tensorflow as tf
 
         self.classifier = classifier
         self.autoencoder = autoencoder
         self.plane_gate = plane_gate
+        self.type_classifier = type_classifier
+        self.tumor_types = (
+            list(config.get("tumor_types", [])) if type_classifier is not None else []
+        )
         self.config = config
         self.assets = dict(assets or {})
         self.ood = dict(ood or {})
@@ -104,22 +118,37 @@ class BrainTumorDetector(
         size, channels = self.preprocess_config.image_size, self.preprocess_config.channels
         flip = config.get("tta_flip", False)
 
-        def forward(x):
-            p = classifier(x, training=False)
+        def tta(network, x):
+            p = network(x, training=False)
             if flip:  # test-time augmentation: average with the mirror image
-                p = (p + classifier(tf.reverse(x, axis=[2]), training=False)) / 2
+                p = (p + network(tf.reverse(x, axis=[2]), training=False)) / 2
+            return p
+
+        def forward(x):
             if plane_gate is None:
                 planes = tf.zeros([tf.shape(x)[0], len(plane.PLANES)])
             else:  # the gate reads grey, whatever the classifier's channels
                 planes = plane_gate(tf.reduce_mean(x, axis=-1, keepdims=True), training=False)
-            return p, autoencoder(x, training=False), planes
+            return tta(classifier, x), autoencoder(x, training=False), planes
 
         # One compiled graph for all networks: model.predict costs ~35 ms of
         # per-call overhead, far more than the networks themselves.
         self._forward = tf.function(
             forward, input_signature=[tf.TensorSpec([None, size, size, channels], tf.float32)]
         )
-        self._grad_cam = None  # compiled on the first explanation: predict-only users pay nothing
+        # The type network reads the same crop at its own, finer size
+        # (config["type_image_size"]): tumour types need more detail than detection.
+        self.type_config = replace(
+            self.preprocess_config, image_size=config.get("type_image_size", size)
+        )
+        side = self.type_config.image_size
+        self._type_forward = None
+        if type_classifier is not None:
+            self._type_forward = tf.function(
+                lambda x: tta(type_classifier, x),
+                input_signature=[tf.TensorSpec([None, side, side, channels], tf.float32)],
+            )
+        self._grad_cams = {}  # compiled on the first explanation: predict-only users pay nothing
         self._grad_cam_lock = threading.Lock()
 
     # ------------------------------------------------------------------ predict
@@ -159,6 +188,25 @@ class BrainTumorDetector(
     def run_networks(self, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed inputs -> (calibrated P(tumour), autoencoder reconstructions)."""
         return self._run(x, batch_size)[:2]
+
+    def type_probabilities(self, x_type: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Inputs at self.type_config's size -> P(each of self.tumor_types), (N, K).
+
+        Raises ValueError for a model without a type network.
+        """
+        if self.type_classifier is None:
+            raise ValueError("This model has no tumour-type network (it was saved without one).")
+        batches = [
+            self._type_forward(
+                np.ascontiguousarray(x_type[start : start + batch_size], np.float32)
+            ).numpy()
+            for start in range(0, len(x_type), batch_size)
+        ]
+        return (
+            np.concatenate(batches).astype(np.float64)
+            if batches
+            else np.zeros((0, len(self.tumor_types)))
+        )
 
     def _run(self, x: np.ndarray, batch_size: int = 64):
         """-> calibrated P(tumour), reconstructions, the gate's P(each plane) (zeros: no gate)."""
@@ -212,15 +260,16 @@ class BrainTumorDetector(
         scores = self._ood_scores(x, reconstructions, [s.chroma for s in slices])
         scores["not_axial"] = planes[:, 1:].sum(axis=1)
         flags = self.out_of_distribution(scores)
+        labels = [self.label_for(float(p), bool(ood)) for p, ood in zip(probabilities, flags)]
+        types = self._types_of_tumours(slices, labels)
         results = []
         for i, preprocessed in enumerate(slices):
             error = np.abs(x[i] - reconstructions[i]).mean(axis=-1)
-            ood = bool(flags[i])
             results.append(
                 Prediction(
                     tumor_probability=float(probabilities[i]),
-                    label=self.label_for(float(probabilities[i]), ood),
-                    out_of_distribution=ood,
+                    label=labels[i],
+                    out_of_distribution=bool(flags[i]),
                     cropped=preprocessed.cropped,
                     reconstruction=_to_uint8(reconstructions[i].mean(axis=-1)),
                     error_map=_to_uint8(error / max(float(error.max()), 1e-6)),
@@ -229,10 +278,21 @@ class BrainTumorDetector(
                         dict(zip(plane.PLANES, map(float, planes[i]))) if sources[i] else {}
                     ),
                     plane_source=sources[i],
+                    tumor_type=max(types[i], key=types[i].get) if i in types else None,
+                    type_probabilities=types.get(i, {}),
                     **{name: float(score[i]) for name, score in scores.items()},
                 )
             )
         return results
+
+    def _types_of_tumours(self, slices: list[Preprocessed], labels: list[str]) -> dict[int, dict]:
+        """P(each tumour type) of the slices labelled "tumor", by position; {} without a type network."""
+        tumours = [i for i, label in enumerate(labels) if label == "tumor"]
+        if self.type_classifier is None or not tumours:
+            return {}
+        x_type = np.stack([to_input(slices[i].cropped, self.type_config) for i in tumours])
+        p = self.type_probabilities(x_type)
+        return {i: dict(zip(self.tumor_types, map(float, row))) for i, row in zip(tumours, p)}
 
     def calibrate(self, probabilities: np.ndarray) -> np.ndarray:
         """Temperature scaling fitted on validation slices (T = 1 leaves p unchanged)."""
@@ -255,14 +315,20 @@ class BrainTumorDetector(
         """predict() and explain() of one slice already preprocessed: decoded and cropped once."""
         return self._predict_slices([preprocessed])[0], self.heat_map(preprocessed.x)
 
-    def heat_map(self, x: np.ndarray) -> np.ndarray:
-        """Grad-CAM heat map of one preprocessed input (S, S, C)."""
+    def heat_map(self, x: np.ndarray, network: str = "classifier") -> np.ndarray:
+        """Grad-CAM heat map of one preprocessed input (S, S, C): where the
+        "classifier" saw a tumour, or where the "type_classifier" saw its type
+        (x then at self.type_config's size)."""
+        return self.heat_maps(x[None], network)[0]
+
+    def heat_maps(self, x: np.ndarray, network: str = "classifier") -> np.ndarray:
+        """Grad-CAM heat maps (N, S, S) of preprocessed inputs (N, S, S, C)."""
         with self._grad_cam_lock:  # the app explains from several threads; compile once
-            if self._grad_cam is None:
+            if network not in self._grad_cams:
                 from .explain import GradCam
 
-                self._grad_cam = GradCam(self.classifier)
-        return self._grad_cam(x)
+                self._grad_cams[network] = GradCam(getattr(self, network))
+        return self._grad_cams[network](x)
 
     # ------------------------------------------------------------- save / load
     def _save_pretrained(self, save_directory: Path) -> None:
@@ -273,6 +339,8 @@ class BrainTumorDetector(
         _save_keras(self.autoencoder, save_directory / AUTOENCODER_FILE)
         if self.plane_gate is not None:
             _save_keras(self.plane_gate, save_directory / PLANE_GATE_FILE)
+        if self.type_classifier is not None:
+            _save_keras(self.type_classifier, save_directory / TYPE_CLASSIFIER_FILE)
         (save_directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=2) + "\n")
         np.savez(save_directory / OOD_FILE, **self.ood)
         for name, data in self.assets.items():
@@ -346,14 +414,19 @@ class BrainTumorDetector(
             config=json.loads(paths[CONFIG_FILE].read_text()),
             assets=assets,
             ood=_load_arrays(paths[OOD_FILE]) if paths[OOD_FILE].is_file() else {},
-            plane_gate=_load_keras(gate)
-            if (gate := paths.get(PLANE_GATE_FILE)) and gate.is_file()
-            else None,
+            plane_gate=_load_optional(paths, PLANE_GATE_FILE),
+            type_classifier=_load_optional(paths, TYPE_CLASSIFIER_FILE),
         )
 
 
+def _load_optional(paths: dict[str, Path], name: str):
+    """The network in OPTIONAL_FILES ``name``, None when the model has none."""
+    path = paths.get(name)
+    return _load_keras(path) if path and path.is_file() else None
+
+
 def _download_optional(repo_id, revision, cache_dir, force_download, local_files_only, token):
-    """OPTIONAL_FILES the Hub repo has (a repo pushed before the plane gate lacks it)."""
+    """OPTIONAL_FILES the Hub repo has (one pushed before the plane gate or the type network lacks them)."""
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
     found = {}

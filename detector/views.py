@@ -25,7 +25,19 @@ from .detector import BrainTumorDetector, Prediction
 from .explain import overlay
 
 DISCLAIMER = "Research demo, not a medical device: do not use it to diagnose or treat anyone."
-BATCH_COLUMNS = ["file", "plane", "tumor_probability", "label", "anomaly_score", "note"]
+BATCH_COLUMNS = [
+    "file",
+    "plane",
+    "tumor_probability",
+    "label",
+    "tumor_type",
+    "anomaly_score",
+    "note",
+]
+TYPE_CAVEAT = (
+    "The type is a research output: the network saw three types only, on T1 post-contrast "
+    "slices; a radiologist or a biopsy tells the type."
+)
 OUT_OF_DISTRIBUTION = "unlike the training MRIs"
 
 
@@ -104,6 +116,11 @@ def confidences(prediction: Prediction) -> dict[str, float] | str:
     return {"tumour": p, "normal": 1.0 - p}
 
 
+def type_confidences(prediction: Prediction) -> dict[str, float] | None:
+    """gr.Label value of P(each tumour type); None when the label is not "tumor"."""
+    return dict(prediction.type_probabilities) or None
+
+
 def verdict(prediction: Prediction, config: dict) -> str:
     """One Markdown line that says what the numbers mean, and what they do not."""
     p = f"P(tumour) = {prediction.tumor_probability:.2f}"
@@ -123,6 +140,12 @@ def verdict(prediction: Prediction, config: dict) -> str:
         return (
             f"**Inconclusive**: {p} lies inside the uncertainty band [{low:.2f}, {high:.2f}], "
             "where the model's answers are unreliable."
+        )
+    if prediction.label == "tumor" and prediction.tumor_type:
+        type_p = prediction.type_probabilities[prediction.tumor_type]
+        return (
+            f"**Tumour suspected**: {p}. Most likely type: **{prediction.tumor_type}** "
+            f"(P {type_p:.2f}). {TYPE_CAVEAT}"
         )
     if prediction.label == "tumor":
         return f"**Tumour suspected**: {p}."
@@ -172,7 +195,7 @@ def batch_row(detector: BrainTumorDetector, path) -> list:
     try:
         prediction = detector.predict(path)
     except InvalidImageError as exc:
-        return [name, None, None, "error", None, str(exc)]
+        return [name, None, None, "error", None, None, str(exc)]
     note = ""
     if prediction.plane not in ("", "axial"):
         note = not_axial(prediction)
@@ -183,6 +206,7 @@ def batch_row(detector: BrainTumorDetector, path) -> list:
         prediction.plane,
         round(prediction.tumor_probability, 4),
         prediction.label,
+        prediction.tumor_type,
         round(prediction.anomaly_score, 5),
         note,
     ]
@@ -239,7 +263,7 @@ Test slices of {collections}, {split} ({n_test}95 % bootstrap intervals).
 | metric | value [95 % CI] |
 | --- | --- |
 {rows}
-{held_out}
+{held_out}{type_markdown(config)}
 The autoencoder's reconstruction error alone separates tumour from normal with
 AUROC {fmt_number(metrics.get("autoencoder_test_auroc"))}; the app uses it to
 flag inputs unlike the training MRIs, not to diagnose.
@@ -264,8 +288,28 @@ flag inputs unlike the training MRIs, not to diagnose.
   and sequences, re-encoded and resized. Other sources fare worse (see above).
 - Some labels are wrong (masses in a "normal" folder, a CT in a "tumour" one);
   the test metrics are computed against the labels as published.
-- One slice at a time: no 3-D context, no tumour type, size or location.
+- One slice at a time: no 3-D context, no tumour size or outline.
+- The tumour type is one of three (glioma, meningioma, pituitary), learnt from
+  T1 post-contrast slices of two collections: a research output, not a diagnosis.
 - DICOM and NIfTI are read, but the model never saw them in training.
+"""
+
+
+def type_markdown(config: dict) -> str:
+    """The About tab's tumour-type section ("" for a model without a type network)."""
+    figures = (config.get("metrics") or {}).get("type_test")
+    if not config.get("tumor_types") or not figures:
+        return ""
+    recalls = ", ".join(
+        f"{name} {fmt_metric(row['recall'])}" for name, row in figures["per_type"].items()
+    )
+    return f"""
+## Tumour type
+
+When the label is tumour, a second network says which of {", ".join(config["tumor_types"])}
+it looks like. On the {figures["n"]} test tumours of a known type: accuracy
+{fmt_metric(figures["accuracy"])}, macro-F1 {fmt_metric(figures["macro_f1"])}; recall {recalls}.
+The type confusion matrix is among the plots below. {TYPE_CAVEAT}
 """
 
 

@@ -33,8 +33,8 @@ def predict(client: Client, path) -> tuple:
 
 
 def check_answer(answer: tuple) -> dict:
-    """Label, four images, verdict, details: all present and consistent."""
-    label, *images, verdict, details = answer
+    """Label, type label, four images, verdict, details: all present and consistent."""
+    label, type_label, *images, verdict, details = answer
     assert 0.0 <= details["tumor_probability"] <= 1.0
     assert details["label"] in {"tumor", "normal", "inconclusive"}
     if details["out_of_distribution"]:
@@ -45,6 +45,12 @@ def check_answer(answer: tuple) -> dict:
     assert len(images) == 4
     for image in images:
         assert min(Image.open(image).size) >= 8
+    if details["tumor_type"]:  # a tumour, and a model with a type network
+        assert details["label"] == "tumor" and f"**{details['tumor_type']}**" in verdict
+        bars = {c["label"]: c["confidence"] for c in type_label["confidences"]}
+        assert bars == pytest.approx(details["type_probabilities"], abs=1e-6)
+    else:
+        assert not (type_label or {}).get("confidences") and details["type_probabilities"] == {}
     if details["plane"] in ("", "axial"):
         assert "P(tumour) = " in verdict
     else:  # named, not read: no probability at all
@@ -123,6 +129,8 @@ def test_every_example_gets_a_verdict(client, app_model_dir):
             assert (details["label"], details["out_of_distribution"]) == (expected, False), (
                 path.name
             )
+            if expected == "tumor":  # tumour_<type>_...: the type the example is there to show
+                assert details["tumor_type"] == path.name.split("_")[1], path.name
 
 
 def test_batch_reports_bad_file_in_its_row(client, br35h_slice, tmp_path):
@@ -134,7 +142,8 @@ def test_batch_reports_bad_file_in_its_row(client, br35h_slice, tmp_path):
     good_row, bad_row = table["data"]
     assert good_row[0] == br35h_slice.name and 0.0 <= good_row[2] <= 1.0
     assert good_row[1] in ("", "axial", "sagittal", "coronal", "not MRI")  # the plane column
-    assert bad_row[:4] == ["empty.png", None, None, "error"] and "empty" in bad_row[5]
+    assert bad_row[:5] == ["empty.png", None, None, "error", None] and "empty" in bad_row[6]
+    assert table["headers"][4] == "tumor_type"
     with open(csv_path, newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == table["headers"] and len(rows) == 3

@@ -132,6 +132,39 @@ def test_test_metrics_match_config(detector, files):
                 )
 
 
+def test_type_figures_and_pointing_game_match_config(detector, files):
+    """Recompute the type network's test figures from the raw files, and whether
+    Grad-CAM's peak falls in figshare's tumour boxes, within 0.5 points."""
+    from detector.catalogue import TUMOR_TYPES
+    from detector.data import tumor_boxes
+    from detector.evaluation import pointing_game
+    from preprocessing import preprocess, to_input
+
+    typed = [(path, entry) for path, entry in files["test"] if entry["tumor_type"]]
+    preprocessed = [preprocess(path, detector.preprocess_config) for path, _ in typed]
+    x_type = np.stack([to_input(p.cropped, detector.type_config) for p in preprocessed])
+    truth = np.array([TUMOR_TYPES.index(entry["tumor_type"]) for _, entry in typed])
+    predicted = detector.type_probabilities(x_type).argmax(axis=1)
+    published = detector.config["metrics"]["type_test"]
+    assert published["n"] == len(typed)
+    assert np.mean(predicted == truth) == pytest.approx(published["accuracy"]["value"], abs=0.005)
+    for k, name in enumerate(TUMOR_TYPES):
+        recall = np.mean(predicted[truth == k] == k)
+        assert recall == pytest.approx(published["per_type"][name]["recall"]["value"], abs=0.005)
+
+    # The folder, not the entry: a figshare file copied byte for byte into sartaj has one entry.
+    boxed = [i for i, (path, _) in enumerate(typed) if path.relative_to(DATA).parts[0] == "figshare"]
+    names = [typed[i][0].relative_to(DATA).as_posix() for i in boxed]
+    boxes = tumor_boxes(names, [DATA / "figshare"], detector.preprocess_config)
+    x = np.stack([preprocessed[i].x for i in boxed])
+    games = detector.config["metrics"]["pointing_game"]
+    for network, inputs in (("classifier", x), ("type_classifier", x_type[boxed])):
+        game = pointing_game(detector.heat_maps(inputs, network), boxes)
+        assert game["n"] == games[network]["n"]
+        assert game["hits"] == pytest.approx(games[network]["hits"], abs=0.005), network
+        assert game["centre_baseline"] == pytest.approx(games[network]["centre_baseline"], abs=1e-9)
+
+
 def test_a_real_slice_through_the_documented_one_liner(detector):
     result = detector.predict(str(DATA / "br35h" / "yes" / "y0.jpg"))
     assert 0.0 <= result.tumor_probability <= 1.0

@@ -67,17 +67,74 @@ class FakeDetector:
     def predict(self, path):
         if str(path).endswith(".txt"):
             raise InvalidImageError("This file is not an image we can read.")
-        return prediction(0.8, "tumor", ood=str(path).endswith(".png"))
+        if str(path).endswith(".png"):
+            return prediction(0.8, "inconclusive", ood=True)
+        return typed_tumour()
 
 
 def test_batch_row_keeps_a_bad_file_in_its_row(tmp_path):
     names = ("/x/a.jpg", "/x/b.txt", "/x/c.png")
     rows = [views.batch_row(FakeDetector(), name) for name in names]
-    assert rows[0] == ["a.jpg", "", 0.8, "tumor", 0.01, ""]
-    assert rows[1] == ["b.txt", None, None, "error", None, "This file is not an image we can read."]
-    assert rows[2][5].startswith(f"{views.OUT_OF_DISTRIBUTION}: the autoencoder cannot rebuild it")
+    assert rows[0] == ["a.jpg", "", 0.8, "tumor", "meningioma", 0.01, ""]
+    assert rows[1] == [
+        "b.txt",
+        None,
+        None,
+        "error",
+        None,
+        None,
+        "This file is not an image we can read.",
+    ]
+    assert rows[2][6].startswith(f"{views.OUT_OF_DISTRIBUTION}: the autoencoder cannot rebuild it")
     with views.write_csv(rows, tmp_path / "p.csv").open(newline="") as f:
-        assert list(csv.reader(f))[2] == ["b.txt", "", "", "error", "", rows[1][5]]
+        written = list(csv.reader(f))
+    assert written[0] == views.BATCH_COLUMNS and written[0][4] == "tumor_type"
+    assert written[1][4] == "meningioma"
+    assert written[2] == ["b.txt", "", "", "error", "", "", rows[1][6]]
+
+
+def test_a_tumour_gets_its_type_with_the_caveat_and_a_normal_none():
+    typed = typed_tumour()
+    assert views.type_confidences(typed) == typed.type_probabilities
+    text = views.verdict(typed, CONFIG)
+    assert text.startswith("**Tumour suspected**") and "**meningioma** (P 0.70)" in text
+    assert views.TYPE_CAVEAT in text
+    assert views.details(typed, CONFIG)["tumor_type"] == "meningioma"
+    assert views.type_confidences(prediction(0.1, "normal")) is None
+    assert views.details(prediction(0.1, "normal"), CONFIG)["tumor_type"] is None
+
+
+def test_the_about_page_shows_the_type_figures_only_when_the_model_has_them():
+    assert "Tumour type" not in views.about_markdown(CONFIG)
+    recall = {"value": 0.8, "ci95": [0.7, 0.9]}
+    typed = {
+        **CONFIG,
+        "tumor_types": ["glioma", "meningioma", "pituitary"],
+        "metrics": {**CONFIG["metrics"], "type_test": {
+            "n": 321, "accuracy": {"value": 0.85, "ci95": [0.8, 0.9]}, "macro_f1": recall,
+            "per_type": {t: {"n": 107, "precision": recall, "recall": recall} for t in ("glioma", "meningioma", "pituitary")},
+        }},
+    }  # fmt: skip
+    text = views.about_markdown(typed)
+    assert (
+        "## Tumour type" in text and "321 test tumours" in text and "0.850 [0.800, 0.900]" in text
+    )
+
+
+def typed_tumour() -> Prediction:
+    grey = np.zeros((8, 8), np.uint8)
+    types = {"glioma": 0.2, "meningioma": 0.7, "pituitary": 0.1}
+    return Prediction(
+        0.8,
+        "tumor",
+        0.01,
+        False,
+        grey,
+        grey,
+        grey,
+        tumor_type="meningioma",
+        type_probabilities=types,
+    )
 
 
 def test_a_slice_in_another_plane_is_named_not_read():

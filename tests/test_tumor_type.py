@@ -1,0 +1,172 @@
+"""Tumour type: the type network in train.py, the detector and the benchmark; the
+pointing game. Drawn slices laid out like sartaj and figshare (boxes, patients,
+folds); test_bundled_model.py checks the real figures."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from _images import encode, textured_brain
+
+from detector.catalogue import TUMOR_TYPES, figshare_box
+from detector.data import tumor_boxes
+from detector.evaluation import pointing_game, type_metrics
+from preprocessing import PreprocessConfig
+
+# Where each drawn type's bright blob sits, so that the types differ in place as they do in life.
+BLOB_PLACE = {"glioma": (0.35, 0.45), "meningioma": (0.5, 0.25), "pituitary": (0.5, 0.6)}
+
+
+def typed_slice(rng, kind: str, size: int = 192) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A textured brain with a blob where ``kind`` puts it, and its YOLO box (cx, cy, w, h)."""
+    image = textured_brain(rng, tumour=False, size=size)
+    if kind == "no":
+        return image, ()
+    cx, cy = (np.array(BLOB_PLACE[kind]) + rng.uniform(-0.04, 0.04, 2)) * size
+    radius = int(rng.integers(8, 14))
+    cv2.circle(image, (int(cx), int(cy)), radius, 255, -1)
+    return image, (cx / size, cy / size, 2 * radius / size, 2 * radius / size)
+
+
+def _write(path, image) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode(image, "JPEG", quality=92))
+
+
+@pytest.fixture(scope="module")
+def typed_collections(tmp_path_factory):
+    """Miniature sartaj (three types and normals) and figshare (types, boxes, patients, folds)."""
+    root = tmp_path_factory.mktemp("typed")
+    rng = np.random.default_rng(1)
+    sartaj = root / "sartaj"
+    for kind in ("glioma", "meningioma", "pituitary", "no"):
+        for i in range(14):
+            _write(
+                sartaj / "Training" / f"{kind}_tumor" / f"image({i}).jpg", typed_slice(rng, kind)[0]
+            )
+    (sartaj / "views.csv").write_text("path,view\n")
+    figshare = root / "figshare"
+    rows, n = ["path,type,patient,cv_fold"], 0
+    for kind in TUMOR_TYPES:
+        for patient in range(10):
+            for _ in range(2):
+                n += 1
+                image, box = typed_slice(rng, kind)
+                _write(figshare / kind / f"{n}.jpg", image)
+                (figshare / kind / f"{n}.txt").write_text(
+                    "1 " + " ".join(f"{v:.4f}" for v in box) + "\n"
+                )
+                rows.append(f"{kind}/{n}.jpg,{kind},{kind}{patient},{patient % 5 + 1}")
+    (figshare / "patients.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_type_metrics_per_type_and_confusion():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    p = np.eye(3)[[0, 1, 1, 1, 2, 0]]
+    m = type_metrics(y, p, list(TUMOR_TYPES), n_resamples=50)
+    assert m["accuracy"]["value"] == pytest.approx(4 / 6)
+    assert m["per_type"]["meningioma"]["recall"]["value"] == 1.0
+    assert m["per_type"]["meningioma"]["precision"]["value"] == pytest.approx(2 / 3)
+    assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+
+
+def test_pointing_game_counts_peaks_inside_the_box_and_the_centre_baseline():
+    maps = np.zeros((3, 8, 8))
+    maps[0, 1, 1] = maps[1, 6, 6] = maps[2, 4, 4] = 1.0  # peaks at (row, col)
+    boxes = np.array([[0.0, 0.0, 0.3, 0.3], [0.0, 0.0, 0.3, 0.3], [0.4, 0.4, 0.7, 0.7]])
+    result = pointing_game(maps, boxes)
+    assert result == {"n": 3, "hits": pytest.approx(2 / 3), "centre_baseline": pytest.approx(1 / 3)}
+
+
+def test_a_figshare_box_is_mapped_into_the_brain_crop(tmp_path):
+    image = np.zeros((200, 200), np.uint8)
+    image[50:150, 40:140] = 150  # the "brain": x 40..139, y 50..149
+    path = tmp_path / "figshare" / "glioma" / "7.jpg"
+    _write(path, image)
+    path.with_suffix(".txt").write_text("1 0.45 0.5 0.1 0.2\n")  # x 80..100, y 80..120 in pixels
+    assert figshare_box(path) == pytest.approx((0.4, 0.4, 0.5, 0.6))
+    box = tumor_boxes(["figshare/glioma/7.jpg"], [tmp_path / "figshare"], PreprocessConfig())[0]
+    assert box == pytest.approx([0.4, 0.3, 0.6, 0.7], abs=0.03)
+
+
+@pytest.mark.slow
+def test_train_ships_a_type_network_that_names_the_type_of_tumours_only(
+    typed_collections, tmp_path
+):
+    import train
+    from detector import BrainTumorDetector
+
+    out = tmp_path / "model"
+    argv = ["--data", str(typed_collections / "sartaj"), str(typed_collections / "figshare"),
+            "--out", str(out), "--epochs", "2", "--type-epochs", "2", "--ae-epochs", "1",
+            "--image-size", "48", "--type-image-size", "56", "--verbose", "0"]  # fmt: skip
+    assert train.main(argv) == 0
+    assert (out / "type_classifier.keras").is_file() and (out / "type_confusion.png").is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert config["tumor_types"] == list(TUMOR_TYPES)
+    split = json.loads((out / "split.json").read_text())
+    typed_test = [e for e in split.values() if e["split"] == "test" and e["label"] == 1]
+    figures = config["metrics"]["type_test"]
+    assert figures["n"] == len(typed_test) and np.sum(figures["confusion"]) == len(typed_test)
+    boxed = sum(e["collection"] == "figshare" for e in typed_test)
+    for network in ("classifier", "type_classifier"):
+        game = config["metrics"]["pointing_game"][network]
+        assert game["n"] == boxed and 0 <= game["hits"] <= 1
+    assert "Tumour type" in (out / "README.md").read_text()
+
+    detector = BrainTumorDetector.from_pretrained(out)
+    files = (
+        sorted((typed_collections / "figshare").rglob("*.jpg"))[:4]
+        + sorted((typed_collections / "sartaj").rglob("no_tumor/*.jpg"))[:4]
+    )
+    for prediction in detector.predict_batch(files):
+        if prediction.label == "tumor":
+            assert prediction.tumor_type == max(
+                prediction.type_probabilities, key=prediction.type_probabilities.get
+            )
+            assert sum(prediction.type_probabilities.values()) == pytest.approx(1, abs=1e-4)
+        else:
+            assert prediction.tumor_type is None and prediction.type_probabilities == {}
+    assert config["type_image_size"] == detector.type_config.image_size == 56
+    x = np.random.default_rng(0).random((2, 56, 56, 1)).astype(np.float32)
+    assert detector.type_probabilities(x).shape == (2, 3)
+    heat = detector.heat_maps(x, "type_classifier")
+    assert heat.shape == (2, 56, 56) and 0 <= heat.min() and heat.max() <= 1
+
+
+@pytest.mark.slow
+def test_the_report_network_stays_binary(typed_collections, tmp_path):
+    import train
+
+    out = tmp_path / "report"
+    argv = ["--data", str(typed_collections / "figshare"), str(typed_collections / "sartaj"),
+            "--arch", "report", "--out", str(out), "--epochs", "1", "--ae-epochs", "1",
+            "--image-size", "32", "--verbose", "0"]  # fmt: skip
+    assert train.main(argv) == 0
+    assert not (out / "type_classifier.keras").exists()
+    assert json.loads((out / "config.json").read_text())["tumor_types"] == []
+
+
+@pytest.mark.slow
+def test_cross_validation_follows_figshare_folds_and_patients(typed_collections, tmp_path):
+    from benchmarks import tumor_type
+
+    out = tmp_path / "type.json"
+    data = [str(typed_collections / "figshare"), str(typed_collections / "sartaj")]
+    argv = ["--data", *data, "--out", str(out), "--folds", "1", "2", "--epochs", "1", "--image-size", "32"]  # fmt: skip
+    assert tumor_type.main(argv) == 0
+    results = json.loads(out.read_text())
+    # Each fold tests its own patients' slices: 3 types x 2 patients x 2 slices.
+    assert [fold["n"] for fold in results["cv"]] == [12, 12]
+    assert set(results["cv_summary"]) == {
+        "accuracy",
+        "macro_f1",
+        *(f"recall {t}" for t in TUMOR_TYPES),
+    }
+    # sartaj's tumours here are no copies of figshare's: all are tested.
+    assert results["cross_collection"]["sartaj <- figshare"]["n"] == 3 * 14
+    assert results["cross_collection"]["figshare <- sartaj"]["n"] == 60
