@@ -544,7 +544,8 @@ def print_summary(config: dict, out: Path) -> None:
 
 
 def push(model_dir: Path, repo_id: str, private: bool) -> int:
-    from detector.hub import PublishError, push_model_dir
+    from detector.hub import PublishError
+    from detector.publish import push_model_dir
 
     try:
         url = push_model_dir(model_dir, repo_id, private=private)

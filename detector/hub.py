@@ -1,15 +1,14 @@
-"""The Hugging Face Hub boundary: publish a model, and explain why a download failed.
+"""The Hugging Face Hub boundary: tokens, commit messages, and why a push or a
+download failed, in words a person can act on.
 
-Pushing goes through ``BrainTumorDetector.push_to_hub`` (ModelHubMixin:
-create_repo, save_pretrained into a temp dir, one upload_folder commit), so
-the Hub repo holds exactly what ``save_pretrained`` writes.
+Below detector.detector (which uses the download messages); detector.publish,
+above both, does the pushing.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from pathlib import Path
 
 from huggingface_hub import constants, get_token
 from huggingface_hub.errors import (
@@ -63,46 +62,12 @@ DOWNLOAD_ERRORS = (HFValidationError, LocalEntryNotFoundError, *NETWORK_ERRORS)
 
 
 # ------------------------------------------------------------------ publish
-def push_model_dir(
-    detector_or_dir, repo_id: str, private: bool = False, token: str | None = None
-) -> str:
-    """Upload a model (a BrainTumorDetector or a saved model directory) to the Hub.
-
-    Returns the commit URL. Raises PublishError, with a message a person can act
-    on, when there is no token or the Hub cannot be reached; the token itself
-    never appears in any message.
-    """
-    token = resolve_token(token)
-    detector = _as_detector(detector_or_dir)
-    try:
-        commit = detector.push_to_hub(
-            repo_id, commit_message=commit_message(detector.config), private=private, token=token
-        )
-    except NETWORK_ERRORS as exc:
-        raise PublishError(push_failure_message(exc, repo_id)) from exc
-    return str(commit)  # CommitInfo is a str: the commit URL
-
-
 def resolve_token(token: str | None = None) -> str:
     """The token to push with: the argument, then HF_TOKEN, then the `hf auth login` cache."""
     token = token or os.environ.get("HF_TOKEN") or get_token()
     if not token:
         raise PublishError(f"No Hugging Face token found, so nothing was pushed. {LOGIN_HELP}")
     return token
-
-
-def _as_detector(detector_or_dir):
-    from .detector import MODEL_FILES, BrainTumorDetector
-
-    if isinstance(detector_or_dir, BrainTumorDetector):
-        return detector_or_dir
-    directory = Path(detector_or_dir)
-    missing = [name for name in MODEL_FILES if not (directory / name).is_file()]
-    if missing:
-        raise PublishError(
-            f"{directory} is not a complete model directory (missing {', '.join(missing)})."
-        )
-    return BrainTumorDetector.from_pretrained(directory)
 
 
 def commit_message(config: dict) -> str:

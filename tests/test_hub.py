@@ -23,7 +23,8 @@ from huggingface_hub import HfApi, ModelCard, constants
 from detector import BrainTumorDetector
 from detector.card import render_model_card
 from detector.detector import MODEL_FILES, OPTIONAL_FILES
-from detector.hub import ModelDownloadError, PublishError, push_model_dir
+from detector.hub import ModelDownloadError, PublishError
+from detector.publish import push_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "hf_TESTtokenNEVERprinted0123456789"
