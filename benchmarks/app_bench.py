@@ -262,13 +262,21 @@ def serve_trivial(concurrency: int) -> None:
 
     def predict(path, slice_index=None):
         images = [rng.integers(0, 256, (32, 32), np.uint8) for _ in range(4)]  # fresh: new PNGs
-        return {"tumour": 0.5, "normal": 0.5}, *images, "**Trivial**", {"tumor_probability": 0.5}
+        types = {"glioma": 0.2, "meningioma": 0.5, "pituitary": 0.3}
+        return (
+            {"tumour": 0.5, "normal": 0.5},
+            types,
+            *images,
+            "**Trivial**",
+            {"tumor_probability": 0.5},
+        )
 
     with gr.Blocks(analytics_enabled=False) as demo:
         upload = gr.File()
         state = gr.State(None)
         outputs = [
             gr.Label(),
+            gr.Label(),  # the tumour type
             *(gr.Image(format="png") for _ in range(4)),
             gr.Markdown(),
             gr.JSON(),

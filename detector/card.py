@@ -118,7 +118,9 @@ def type_eval_results(type_test: dict, test_set: str) -> list[EvalResult]:
         EvalResult(
             task_type="image-classification",
             task_name="Brain tumour type: glioma, meningioma, pituitary (MRI slice)",
-            dataset_type="brain-mri-union",
+            # The Hub groups a model-index's results by task and dataset type: its own
+            # type keeps this task apart from detection.
+            dataset_type="brain-mri-union-tumours",
             dataset_name=f"{test_set}: tumours of a known type",
             dataset_split="test",
             metric_type=key,

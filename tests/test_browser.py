@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import require
+from conftest import PRETRAINED, require
 
 pytestmark = pytest.mark.slow
 
@@ -77,4 +77,21 @@ def test_clicking_an_example_shows_its_results(browser, app_url):
     for selector in RESULT_IMAGES:
         expect(page.locator(f"{selector} img")).to_be_visible()
     expect(page.get_by_label("Axial slice").first).to_be_visible()
+    page.close()
+
+
+def test_a_tumour_example_shows_its_type_as_a_research_output(browser, app_url, app_model_dir):
+    from playwright.sync_api import expect
+
+    if app_model_dir != PRETRAINED:
+        pytest.skip("the tiny model has no type network")  # CI serves the bundled model
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.locator("#examples").get_by_text("tumour_glioma_figshare_2199.jpg").click()
+
+    expect(page.locator("#verdict")).to_contain_text("Most likely type")
+    expect(page.locator("#verdict")).to_contain_text("research output")
+    expect(page.locator("#tumor-type")).to_be_visible()
+    expect(page.locator("#tumor-type")).to_contain_text(re.compile(r"glioma.*\d%", re.DOTALL))
     page.close()

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from _images import encode, textured_brain
+from huggingface_hub import ModelCard
 
 from detector.catalogue import TUMOR_TYPES, figshare_box
 from detector.data import tumor_boxes
@@ -117,6 +118,14 @@ def test_train_ships_a_type_network_that_names_the_type_of_tumours_only(
         game = config["metrics"]["pointing_game"][network]
         assert game["n"] == boxed and 0 <= game["hits"] <= 1
     assert "Tumour type" in (out / "README.md").read_text()
+    card = ModelCard.load(out / "README.md")  # the model-index: detection, then type, apart
+    type_results = {
+        r.metric_type: r.metric_value for r in card.data.eval_results if "type" in r.task_name
+    }
+    assert type_results == pytest.approx(
+        {"accuracy": figures["accuracy"]["value"], "macro_f1": figures["macro_f1"]["value"]},
+        abs=1e-4,
+    )
 
     detector = BrainTumorDetector.from_pretrained(out)
     files = (
