@@ -1,8 +1,9 @@
 """Train the brain-tumour detector.
 
 data (one or more collections) -> near-duplicate clusters and patients ->
-leak-free split -> fit CNN + autoencoder -> choose calibration/thresholds on
-val -> read test once -> save_pretrained (atomically) -> optional push_to_hub.
+leak-free split -> fit CNN + autoencoder (+ tumour-type network, plane gate)
+-> choose calibration/thresholds on val -> read test once -> save_pretrained
+(atomically) -> optional push_to_hub.
 
     python train.py --data ../shared/data/br35h --out runs/default
     python train.py --data ../shared/data/{br35h,sartaj,figshare,ms,oasis} --out runs/union
@@ -130,7 +131,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     from detector.evaluation import classification_metrics, plot_history
     from detector.ood import fit_layout
     from detector.plane import DEFAULT_THRESHOLD, fit_plane_gate, record, sartaj_folder
-    from detector.training import fit_autoencoder, fit_classifier, fit_type_classifier
+    from detector.training import fit_autoencoder, fit_classifier
 
     print(f"Loading {', '.join(map(str, args.data))} ...", flush=True)
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
@@ -157,22 +158,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         x[normal_train], x[normal_val], epochs=args.ae_epochs, batch_size=32, seed=args.seed,
         verbose=args.verbose,
     )  # fmt: skip
-    type_classifier, x_type = None, None
-    typed = slices.type_indices() >= 0
-    type_epochs = recipe.type_epochs if args.type_epochs is None else args.type_epochs
-    if type_epochs and typed[train_i].any() and typed[val_i].any():
-        print("Tumour-type network (tumour slices of a known type) ...", flush=True)
-        type_cfg = replace(cfg, image_size=args.type_image_size or recipe.type_image_size)
-        type_slices = load_slices(args.data, type_cfg, cache_dir=args.cache_dir)
-        assert type_slices.names == slices.names  # the same files, decoded at another size
-        x_type = type_slices.inputs(type_cfg)
-        type_train, type_val = train_i[typed[train_i]], val_i[typed[val_i]]
-        type_classifier, _ = fit_type_classifier(
-            (x_type[type_train], slices.type_indices()[type_train]),
-            (x_type[type_val], slices.type_indices()[type_val]),
-            classes=len(TUMOR_TYPES), epochs=type_epochs, batch_size=recipe.batch_size,
-            seed=args.seed, augment=args.augment or recipe.augment, verbose=args.verbose,
-        )  # fmt: skip
+    type_classifier, x_type = fit_types(args, recipe, cfg, slices, train_i, val_i)
     gate_fit = None
     if any(slices.planes):  # the gate learns from slices of known planes (catalogue.Entry.plane)
         print("Plane gate (same split, plus template cuts, pictures and CT) ...", flush=True)
@@ -205,7 +191,8 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         record(detector, gate_fit)  # after tune_on_val, which starts config["metrics"]
     p_test = evaluate_on_test(detector, slices, x, test_i)
     if type_classifier:
-        evaluate_types_on_test(detector, slices, x, x_type, test_i[typed[test_i]], args.data)
+        typed_test = test_i[slices.type_indices()[test_i] >= 0]
+        evaluate_types_on_test(detector, slices, x, x_type, typed_test, args.data)
     if excluded:
         clean = keep[test_i]
         detector.config["metrics"]["test_excluding_suspects"] = classification_metrics(
@@ -230,6 +217,31 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     detector.assets.update(plot_history(history))
     detector.assets["split.json"] = split_json(slices, split, clusters, excluded)
     return detector
+
+
+def fit_types(args, recipe: Recipe, cfg: PreprocessConfig, slices, train_i, val_i):
+    """The tumour-type network, on the train/val tumours of a known type, at its
+    own input size; -> (network, every slice as its input), (None, None) when the
+    recipe has none (the report's) or the data has no types (Br35H alone)."""
+    from detector.data import load_slices
+    from detector.training import fit_type_classifier
+
+    typed = slices.type_indices() >= 0
+    epochs = recipe.type_epochs if args.type_epochs is None else args.type_epochs
+    if not (epochs and typed[train_i].any() and typed[val_i].any()):
+        return None, None
+    print("Tumour-type network (tumour slices of a known type) ...", flush=True)
+    type_cfg = replace(cfg, image_size=args.type_image_size or recipe.type_image_size)
+    type_slices = load_slices(args.data, type_cfg, cache_dir=args.cache_dir)
+    assert type_slices.names == slices.names  # the same files, decoded at another size
+    x_type, types = type_slices.inputs(type_cfg), slices.type_indices()
+    train_i, val_i = train_i[typed[train_i]], val_i[typed[val_i]]
+    network, _ = fit_type_classifier(
+        (x_type[train_i], types[train_i]), (x_type[val_i], types[val_i]),
+        classes=len(TUMOR_TYPES), epochs=epochs, batch_size=recipe.batch_size,
+        seed=args.seed, augment=args.augment or recipe.augment, verbose=args.verbose,
+    )  # fmt: skip
+    return network, x_type
 
 
 def make_split(slices, clusters: np.ndarray, args) -> tuple[dict[str, np.ndarray], float]:
