@@ -34,7 +34,7 @@ EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".
 CONCURRENCY = 4
 UPLOAD_HELP = "MRI slice (PNG, JPEG, BMP, TIFF, DICOM, NIfTI)"
 IMAGE_GUIDE = (
-    "**Grad-CAM**: where the classifier looked (red: most). **Reconstruction**: the "
+    "**Grad-CAM**: where the classifier looked (red: most), not where a tumour is. **Reconstruction**: the "
     "autoencoder's copy of the brain; **error map**: where the copy differs (bright: "
     "unlike the training MRIs)."
 )

@@ -280,7 +280,8 @@ flag inputs unlike the training MRIs, not to diagnose.
   reconstruction error (above {fmt_number(config.get("anomaly_threshold"), ".3g")}), the
   layout of the edges (above {fmt_number(config.get("layout_threshold"), ".3g")}), colour
   (chroma above {ood.CHROMA_LIMIT:g}) and a light background (level above {ood.BACKGROUND_LIMIT:g}).
-- **Grad-CAM** shows where the classifier looked, coarsely; it does not outline a tumour.
+- **Grad-CAM** shows where the classifier looked, coarsely; it does not outline a
+  tumour{pointing_sentence(config)}.
 
 ## Limits
 
@@ -293,6 +294,17 @@ flag inputs unlike the training MRIs, not to diagnose.
   T1 post-contrast slices of two collections: a research output, not a diagnosis.
 - DICOM and NIfTI are read, but the model never saw them in training.
 """
+
+
+def pointing_sentence(config: dict) -> str:
+    """How often the Grad-CAM peak fell in figshare's tumour boxes ("" when not measured)."""
+    game = ((config.get("metrics") or {}).get("pointing_game") or {}).get("classifier")
+    if not game:
+        return ""
+    return (
+        f": on {game['n']} test tumours its peak fell inside the tumour's box for "
+        f"{game['hits']:.0%} of them (the centre of the slice: {game['centre_baseline']:.0%})"
+    )
 
 
 def type_markdown(config: dict) -> str:
@@ -309,8 +321,25 @@ def type_markdown(config: dict) -> str:
 When the label is tumour, a second network says which of {", ".join(config["tumor_types"])}
 it looks like. On the {figures["n"]} test tumours of a known type: accuracy
 {fmt_metric(figures["accuracy"])}, macro-F1 {fmt_metric(figures["macro_f1"])}; recall {recalls}.
-The type confusion matrix is among the plots below. {TYPE_CAVEAT}
+{elsewhere_sentence(config)}The type confusion matrix is among the plots below. {TYPE_CAVEAT}
 """
+
+
+def elsewhere_sentence(config: dict) -> str:
+    """The type network by patient and on another collection (benchmarks/tumor_type.py), if measured."""
+    results = config.get("type_results") or {}
+    if not results.get("cv_summary"):
+        return ""
+    accuracy = results["cv_summary"]["accuracy"]
+    text = (
+        f"By patient, on figshare's own five folds: accuracy {accuracy['mean']:.3f} "
+        f"± {accuracy['sd'] or 0:.3f}. "
+    )
+    cross = results.get("cross_collection") or {}
+    if cross:
+        pairs = ", ".join(f"{name} {m['accuracy']['value']:.3f}" for name, m in cross.items())
+        text += f"Trained on one collection, typing the other's tumours (test <- train): {pairs}. "
+    return text
 
 
 def plots(assets: dict) -> list[tuple[np.ndarray, str]]:

@@ -45,12 +45,14 @@ def check_answer(answer: tuple) -> dict:
     assert len(images) == 4
     for image in images:
         assert min(Image.open(image).size) >= 8
+    # The type label comes as an update: shown for a tumour, hidden otherwise.
+    assert type_label["visible"] == bool(details["tumor_type"])
     if details["tumor_type"]:  # a tumour, and a model with a type network
         assert details["label"] == "tumor" and f"**{details['tumor_type']}**" in verdict
-        bars = {c["label"]: c["confidence"] for c in type_label["confidences"]}
+        bars = {c["label"]: c["confidence"] for c in type_label["value"]["confidences"]}
         assert bars == pytest.approx(details["type_probabilities"], abs=1e-6)
     else:
-        assert not (type_label or {}).get("confidences") and details["type_probabilities"] == {}
+        assert not type_label["value"] and details["type_probabilities"] == {}
     if details["plane"] in ("", "axial"):
         assert "P(tumour) = " in verdict
     else:  # named, not read: no probability at all
