@@ -34,9 +34,9 @@ EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".
 CONCURRENCY = 4
 UPLOAD_HELP = "MRI slice (PNG, JPEG, BMP, TIFF, DICOM, NIfTI)"
 IMAGE_GUIDE = (
-    "**Grad-CAM**: where the classifier looked (red: most), not where a tumour is. **Reconstruction**: the "
-    "autoencoder's copy of the brain; **error map**: where the copy differs (bright: "
-    "unlike the training MRIs)."
+    "**Grad-CAM**: where the classifier looked (red: most), not where a tumour is. "
+    "**Reconstruction**: the autoencoder's copy of the brain; **error map**: where the "
+    "copy differs (bright: unlike the training MRIs)."
 )
 CSS = """
 #disclaimer {border: 2px solid #d97706; border-radius: 8px; padding: 4px 12px;}
