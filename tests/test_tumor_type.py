@@ -171,6 +171,7 @@ def test_cross_validation_follows_figshare_folds_and_patients(typed_collections,
     results = json.loads(out.read_text())
     # Each fold tests its own patients' slices: 3 types x 2 patients x 2 slices.
     assert [fold["n"] for fold in results["cv"]] == [12, 12]
+    assert all(0 <= fold["val_accuracy"] <= 1 for fold in results["cv"])  # what a recipe is chosen on
     assert set(results["cv_summary"]) == {
         "accuracy",
         "macro_f1",
