@@ -175,8 +175,12 @@ def build_app(detector: BrainTumorDetector, examples_dir: str | None = None) -> 
                 verdict = gr.Markdown(label="Verdict", elem_id="verdict")
                 # No heading: the verdict above decides (threshold, band), not the larger bar.
                 label = gr.Label(label="Probability", show_heading=False, elem_id="probability")
+                # No heading either: a big type name would read as a diagnosis.
                 tumor_type = gr.Label(
-                    label="Tumour type (research output)", elem_id="tumor-type", visible=False
+                    label="Tumour type (research output)",
+                    show_heading=False,
+                    elem_id="tumor-type",
+                    visible=False,
                 )
                 with gr.Row():
                     cropped = _image("Cropped brain", "cropped")
