@@ -51,6 +51,7 @@ def _conv_bn(x, filters: int, strides: int = 1):
 
 
 def _default_cnn(image_size: int, channels: int, steps: int) -> keras.Model:
+    """The detector: _backbone ending in one sigmoid unit, P(tumour)."""
     model = keras.Model(
         *_backbone(image_size, channels, layers.Dense(1, activation="sigmoid")), name="default_cnn"
     )
