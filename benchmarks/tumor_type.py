@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
     x, types = slices.inputs(cfg), slices.type_indices()
     figshare = np.flatnonzero(slices.in_collection("figshare"))
+    clusters = slices.clusters()  # groups of near-duplicates and patients, found once
     augment = args.augment or recipe.augment
     fit = lambda train, val: fit_type_classifier(
         (x[train], types[train]), (x[val], types[val]), classes=len(TUMOR_TYPES),
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
     results["cv"] = []
     for fold in args.folds:
         test, rest = figshare[folds == fold], figshare[folds != fold]
-        train, val = split_patients(slices, rest, args.seed)
+        train, val = split_patients(slices, clusters, rest, args.seed)
         model, history = fit(train, val)
         metrics = score(model, x, types, test)
         # The kept epoch's val accuracy: what a recipe may be chosen on (never the fold).
@@ -75,10 +76,10 @@ def main(argv=None) -> int:
 
     if args.cross and slices.in_collection("sartaj").any():
         results["cross_collection"] = {}
-        sartaj_only = sartaj_tumours_apart_from(slices, figshare)
+        sartaj_only = sartaj_tumours_apart_from(slices, clusters, figshare)
         for train_side, test_side, name in ((figshare, sartaj_only, "sartaj <- figshare"),
                                             (sartaj_only, figshare, "figshare <- sartaj")):  # fmt: skip
-            train, val = split_patients(slices, train_side, args.seed)
+            train, val = split_patients(slices, clusters, train_side, args.seed)
             metrics = results["cross_collection"][name] = score(
                 fit(train, val)[0], x, types, test_side
             )
@@ -123,18 +124,18 @@ def cv_folds(slices, figshare: np.ndarray, roots) -> np.ndarray:
     return np.array([fold[slices.names[i]] for i in figshare])
 
 
-def split_patients(slices, index: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_patients(
+    slices, clusters: np.ndarray, index: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """train, val: an eighth of the groups (patients, near-duplicates) for val, by type."""
     from detector.data import split_by_cluster
 
-    clusters = slices.clusters()[index]
-    part = split_by_cluster(slices.type_indices()[index], clusters, seed, with_test=False)
+    part = split_by_cluster(slices.type_indices()[index], clusters[index], seed, with_test=False)
     return index[part["train"]], index[part["val"]]
 
 
-def sartaj_tumours_apart_from(slices, figshare: np.ndarray) -> np.ndarray:
+def sartaj_tumours_apart_from(slices, clusters: np.ndarray, figshare: np.ndarray) -> np.ndarray:
     """sartaj's typed tumour slices grouped with no figshare slice (not copies of one)."""
-    clusters = slices.clusters()
     sartaj = np.flatnonzero(slices.in_collection("sartaj") & (slices.type_indices() >= 0))
     return sartaj[~np.isin(clusters[sartaj], clusters[figshare])]
 

@@ -138,6 +138,7 @@ def type_context(config: dict) -> dict | None:
     if not config.get("tumor_types") or not figures:
         return None
     pointing = _metrics(config).get("pointing_game") or {}
+    detector_game = pointing.get("classifier") or {}
     return {
         "n": figures["n"],
         "image_size": config.get("type_image_size"),
@@ -149,10 +150,10 @@ def type_context(config: dict) -> dict | None:
         ],
         "by_collection": ", ".join(f"{c} {v:.3f}" for c, v in (figures.get("accuracy_by_collection") or {}).items()),
         "pointing": {
-            "n": (pointing.get("classifier") or {}).get("n"),
-            "classifier": fmt_percent((pointing.get("classifier") or {}).get("hits")),
+            "n": detector_game.get("n"),
+            "classifier": fmt_percent(detector_game.get("hits")),
             "type_classifier": fmt_percent((pointing.get("type_classifier") or {}).get("hits")),
-            "centre": fmt_percent((pointing.get("classifier") or {}).get("centre_baseline")),
+            "centre": fmt_percent(detector_game.get("centre_baseline")),
         } if pointing else None,
         "cross_validation": type_cv_table(config["type_results"]) if config.get("type_results") else None,
     }  # fmt: skip
@@ -170,7 +171,9 @@ def type_cv_table(results: dict) -> str:
     for name, accuracy in results.get("published", {}).items():
         lines.append(f"| {name} | {accuracy:.3f} |" + " - |" * (len(columns) - 1))
     for name, m in (results.get("cross_collection") or {}).items():
-        recalls = [fmt_metric(m["per_type"][c.removeprefix("recall ")]["recall"]) for c in columns[2:]]
+        recalls = [
+            fmt_metric(m["per_type"][c.removeprefix("recall ")]["recall"]) for c in columns[2:]
+        ]
         lines.append(f"| {name} ({m['n']} slices) | {fmt_metric(m['accuracy'])} | {fmt_metric(m['macro_f1'])} | "
                      + " | ".join(recalls) + " |")  # fmt: skip
     return "\n".join(lines)
@@ -219,7 +222,9 @@ def card_context(config: dict, assets: dict) -> dict:
         "training_seconds": training.get("fit_seconds") or training.get("seconds"),
         "plots": plots(assets),
         "collections": trained_on(config, ""),
-        "subgroup_table": subgroup_table(metrics["test_by_subgroup"]) if metrics.get("test_by_subgroup") else None,
+        "subgroup_table": subgroup_table(metrics["test_by_subgroup"])
+        if metrics.get("test_by_subgroup")
+        else None,
         "held_out_table": held_out_table(config["held_out"]) if config.get("held_out") else None,
         "intensity": (config.get("preprocessing") or {}).get("intensity", "raw"),
         "tumor_type": type_context(config),
@@ -252,9 +257,14 @@ def held_out_table(summaries: list[dict], details: bool = False) -> str:
 
 def subgroup_table(groups: dict) -> str:
     """Markdown table of metrics.test_by_subgroup: one row per collection or subgroup."""
-    lines = ["| test slices of | " + " | ".join(SUBGROUP_COLUMNS) + " |", "|---|" + "---|" * len(SUBGROUP_COLUMNS)]
+    lines = [
+        "| test slices of | " + " | ".join(SUBGROUP_COLUMNS) + " |",
+        "|---|" + "---|" * len(SUBGROUP_COLUMNS),
+    ]
     for name, row in groups.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(row.get(key)) for key in SUBGROUP_COLUMNS) + " |")
+        lines.append(
+            f"| {name} | " + " | ".join(_cell(row.get(key)) for key in SUBGROUP_COLUMNS) + " |"
+        )
     return "\n".join(lines)
 
 

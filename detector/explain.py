@@ -50,11 +50,6 @@ class GradCam:
         return np.stack([cv2.resize(cam, side, interpolation=cv2.INTER_LINEAR) for cam in cams])
 
 
-def grad_cam(classifier, x: np.ndarray) -> np.ndarray:
-    """One heat map of one input (S, S, C), compiling a GradCam for it; keep a GradCam to explain many."""
-    return GradCam(classifier)(x[None])[0]
-
-
 def overlay(grey: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarray:
     """Blend a [0, 1] heat map (any size) over a grey uint8 image as RGB uint8."""
     import cv2
