@@ -7,8 +7,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .crop import PreprocessConfig, brain_box, crop_brain, resize_square, scale_intensity, to_input
-from .decode import MAX_FILE_BYTES, MAX_PIXELS, decode, decode_with_colour, scale_to_uint8
+from .decode import MAX_FILE_BYTES, decode, decode_with_colour
 from .errors import InvalidImageError
+from .pixels import MAX_PIXELS, scale_to_uint8
 
 __all__ = [
     "MAX_FILE_BYTES",

@@ -19,8 +19,8 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-from .decode import Decoded, _array_to_grey, _check_size, scale_to_uint8
 from .errors import InvalidImageError
+from .pixels import Decoded, array_to_grey, check_size, scale_to_uint8
 
 # A .nii.gz may unpack to far more than the upload limit; refuse gzip bombs.
 MAX_NIFTI_BYTES = 512 * 2**20
@@ -35,13 +35,13 @@ def decode_dicom(data: bytes, frame: int | None = None) -> Decoded:
     ds = _read_dicom(data)
     if not (ds.get("Rows") and ds.get("Columns")):
         raise InvalidImageError("The DICOM header lacks the image size (Rows, Columns).")
-    _check_size(int(ds.Columns), int(ds.Rows))  # before decoding: refuse bombs cheaply
+    check_size(int(ds.Columns), int(ds.Rows))  # before decoding: refuse bombs cheaply
     index = _pick(frame, dicom_frame_count(ds), "frame")
     pixels = _dicom_pixels(ds, index)
     if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
-        decoded = _array_to_grey(apply_color_lut(pixels, ds))
+        decoded = array_to_grey(apply_color_lut(pixels, ds))
     elif pixels.ndim == 3:  # RGB (pydicom already turned YBR into RGB)
-        decoded = _array_to_grey(pixels)
+        decoded = array_to_grey(pixels)
     else:
         decoded = Decoded(_monochrome_to_uint8(pixels, ds), 0.0)
     return decoded._replace(plane=dicom_plane(ds))
@@ -147,7 +147,7 @@ def decode_nifti(data: bytes, name: str = "", slice_index: int | None = None) ->
             f"The NIfTI image data is truncated or corrupt ({_reason(exc)})."
         ) from None
     # Rows anterior -> posterior, columns patient's right -> left.
-    return _array_to_grey(np.ascontiguousarray(plane[::-1, ::-1].T)).grey
+    return array_to_grey(np.ascontiguousarray(plane[::-1, ::-1].T)).grey
 
 
 def nifti_slice_count(data: bytes, name: str = "") -> int:
