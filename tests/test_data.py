@@ -135,6 +135,24 @@ def test_scanner_look_keeps_shape_and_range():
     assert not np.allclose(y, x)
 
 
+def test_sequence_look_reorders_tissue_brightness_on_a_black_background():
+    from detector.training import sequence_look
+
+    # A "slice": black background, then three tissues of rising brightness.
+    x = np.zeros((64, 16, 16, 1), np.float32)
+    x[:, 4:12, 4:12] = 0.3
+    x[:, 6:10, 6:10] = 0.6
+    x[:, 7:9, 7:9] = 1.0
+    y = sequence_look(x, seed=3).numpy()
+    assert y.shape == x.shape and y.min() >= 0.0 and y.max() <= 1.0 + 1e-6
+    assert np.all(y[:, 0, 0] == 0.0)  # the background stays black
+    changed = ~np.all(np.isclose(y, x), axis=(1, 2, 3))
+    assert 0.2 < changed.mean() < 0.8  # about half the slices, the rest untouched
+    dim, bright = y[changed, 5, 5, 0], y[changed, 7, 7, 0]
+    assert (dim > bright).any()  # some curves make the dim tissue the brighter: not a gamma
+    np.testing.assert_allclose(sequence_look(x, seed=3, share=0.0).numpy(), x)
+
+
 @pytest.mark.slow
 def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(collections):
     """--hold-out figshare, then the union model whose card shows that run's figures."""
