@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     x, types = slices.inputs(cfg), slices.type_indices()
     figshare = np.flatnonzero(slices.in_collection("figshare"))
     clusters = slices.clusters()  # groups of near-duplicates and patients, found once
-    augment = args.augment or recipe.augment
+    augment = args.augment or recipe.type_augment
     fit = lambda train, val: fit_type_classifier(
         (x[train], types[train]), (x[val], types[val]), classes=len(TUMOR_TYPES),
         epochs=args.epochs or recipe.type_epochs, batch_size=recipe.batch_size, seed=args.seed,

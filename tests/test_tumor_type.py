@@ -109,6 +109,9 @@ def test_train_ships_a_type_network_that_names_the_type_of_tumours_only(
     assert (out / "type_classifier.keras").is_file() and (out / "type_confusion.png").is_file()
     config = json.loads((out / "config.json").read_text())
     assert config["tumor_types"] == list(TUMOR_TYPES)
+    # Each network its own augmentation (the README's measurements): the type network's geometric only.
+    training = config["training"]
+    assert (training["augment"], training["type_augment"]) == ("full", "geometric")
     split = json.loads((out / "split.json").read_text())
     typed_test = [e for e in split.values() if e["split"] == "test" and e["label"] == 1]
     figures = config["metrics"]["type_test"]
@@ -169,6 +172,7 @@ def test_cross_validation_follows_figshare_folds_and_patients(typed_collections,
     argv = ["--data", *data, "--out", str(out), "--folds", "1", "2", "--epochs", "1", "--image-size", "32"]  # fmt: skip
     assert tumor_type.main(argv) == 0
     results = json.loads(out.read_text())
+    assert results["recipe"]["augment"] == "geometric"  # the bundled type network's, by default
     # Each fold tests its own patients' slices: 3 types x 2 patients x 2 slices.
     assert [fold["n"] for fold in results["cv"]] == [12, 12]
     assert all(0 <= fold["val_accuracy"] <= 1 for fold in results["cv"])  # what a recipe is chosen on
