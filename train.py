@@ -51,13 +51,17 @@ class Recipe:
 
 RECIPES = {
     # The report's protocol as published: RGB 150x150, 20 epochs, last epoch.
-    "report": Recipe(150, 3, 20, 150, 0, "none", 64, "none", "raw", select_on_val=False, tta_flip=False),
+    "report": Recipe(image_size=150, channels=3, epochs=20, type_image_size=150, type_epochs=0,
+                     type_augment="none", batch_size=64, augment="none", intensity="raw",
+                     select_on_val=False, tta_flip=False),
     # Trained on all five collections (~10,000 training slices) at 64 px: a fit
     # takes minutes, not hours, so every held-out collection is scored with
     # this very recipe. Per-slice intensity scaling and scanner-look
     # augmentation: see the README's table of what was tried. The type network:
     # geometric augmentation only and 40 epochs, each ahead on val over three seeds (README).
-    "default": Recipe(64, 1, 10, 96, 40, "geometric", 32, "full", "percentile", select_on_val=True, tta_flip=True),
+    "default": Recipe(image_size=64, channels=1, epochs=10, type_image_size=96, type_epochs=40,
+                      type_augment="geometric", batch_size=32, augment="full", intensity="percentile",
+                      select_on_val=True, tta_flip=True),
 }
 # Out-of-distribution thresholds, as quantiles of the validation slices' scores.
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
