@@ -77,9 +77,10 @@ def sequence_look(x, seed: int, knots: int = 6, share: float = 0.5):
     levels = tf.random.uniform([batch, knots], 0.0, 1.0, seed=seed + 6)
     levels = tf.concat([tf.zeros([batch, 1]), levels], axis=1)  # level at 0, 1/knots, ..., 1
     t = tf.reshape(tf.clip_by_value(x, 0.0, 1.0), [batch, -1]) * knots
-    left = tf.minimum(tf.floor(t), knots - 1)
-    below = tf.gather(levels, tf.cast(left, tf.int32), batch_dims=1)
-    above = tf.gather(levels, tf.cast(left, tf.int32) + 1, batch_dims=1)
+    left = tf.minimum(tf.floor(t), knots - 1)  # the knot at or below each pixel
+    knot = tf.cast(left, tf.int32)
+    below = tf.gather(levels, knot, batch_dims=1)
+    above = tf.gather(levels, knot + 1, batch_dims=1)
     flat = t / knots
     curved = below + (t - left) * (above - below)
     own = tf.random.uniform([batch, 1], 0.0, 1.0, seed=seed + 7)  # its own contrast's share
