@@ -45,6 +45,7 @@ class Recipe:
     batch_size: int
     augment: str  # detector.training.AUGMENTATIONS
     intensity: str  # preprocessing.PreprocessConfig.intensity
+    planes: str  # the detector's training slices: "all", or "axial" (known plane, else the gate's verdict)
     select_on_val: bool  # keep the best val epoch rather than the last
     tta_flip: bool  # average P(tumour) over the slice and its mirror image
 
@@ -53,7 +54,7 @@ RECIPES = {
     # The report's protocol as published: RGB 150x150, 20 epochs, last epoch.
     "report": Recipe(image_size=150, channels=3, epochs=20, type_image_size=150, type_epochs=0,
                      type_augment="none", batch_size=64, augment="none", intensity="raw",
-                     select_on_val=False, tta_flip=False),
+                     planes="all", select_on_val=False, tta_flip=False),
     # Trained on all five collections (~10,000 training slices) at 64 px: a fit
     # takes minutes, not hours, so every held-out collection is scored with
     # this very recipe. Per-slice intensity scaling and scanner-look
@@ -61,8 +62,11 @@ RECIPES = {
     # geometric augmentation only and 40 epochs, each ahead on val over three seeds (README).
     "default": Recipe(image_size=64, channels=1, epochs=10, type_image_size=96, type_epochs=40,
                       type_augment="geometric", batch_size=32, augment="full", intensity="percentile",
-                      select_on_val=True, tta_flip=True),
+                      planes="all", select_on_val=True, tta_flip=True),
 }
+# Recipe fields that a command-line option of the same name overrides.
+OVERRIDABLE = ("image_size", "intensity", "epochs", "augment", "planes",
+               "type_image_size", "type_epochs", "type_augment")
 # Out-of-distribution thresholds, as quantiles of the validation slices' scores.
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
 # 0.5 % + 1 % (detector.ood's fixed rules flag no Br35H slice but two scanned
@@ -84,6 +88,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, help="keep the decoded slices here between runs")
     parser.add_argument("--augment", choices=AUGMENTATIONS, help="default: per architecture")
     parser.add_argument("--intensity", choices=INTENSITY_MODES, help="default: per architecture")
+    parser.add_argument("--planes", choices=["all", "axial"],
+                        help="the detector's training slices (default: per architecture); axial: those "
+                             "of a known axial plane, else those the plane gate calls axial")
     parser.add_argument("--arch", choices=sorted(RECIPES), default="default")
     parser.add_argument("--split", choices=["cluster", "random"], default="cluster",
                         help="cluster: leak-free (default); random: the report's leaky split, for comparison")
@@ -112,12 +119,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    recipe = RECIPES[args.arch]
-    cfg = PreprocessConfig(
-        image_size=args.image_size or recipe.image_size,
-        channels=recipe.channels,
-        intensity=args.intensity or recipe.intensity,
-    )
+    recipe = replace(RECIPES[args.arch], **{
+        field: getattr(args, field) for field in OVERRIDABLE if getattr(args, field) is not None
+    })  # fmt: skip
+    cfg = PreprocessConfig(image_size=recipe.image_size, channels=recipe.channels, intensity=recipe.intensity)
     started = time.time()
     detector = train(args, recipe, cfg)
     detector.config["training"]["total_seconds"] = round(time.time() - started)
@@ -137,7 +142,13 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     from detector.data import DUPLICATE_CORRELATION, load_slices
     from detector.evaluation import classification_metrics, plot_history
     from detector.ood import fit_layout
-    from detector.plane import DEFAULT_THRESHOLD, fit_plane_gate, record, sartaj_folder
+    from detector.plane import (
+        DEFAULT_THRESHOLD,
+        axial_slices,
+        fit_plane_gate,
+        record,
+        sartaj_folder,
+    )
     from detector.training import fit_autoencoder, fit_classifier
 
     print(f"Loading {', '.join(map(str, args.data))} ...", flush=True)
@@ -148,16 +159,26 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     keep = np.array([name not in excluded for name in slices.names])
     train_i, val_i, test_i = split["train"], split["val"], split["test"]
     train_i, val_i = train_i[keep[train_i]], val_i[keep[val_i]]
+    sizes = {"train": len(train_i), "val": len(val_i), "test": len(test_i)}
     print(f"{len(slices)} slices, {clusters.max() + 1} groups (near-duplicates, patients); "
-          f"train {len(train_i)}, val {len(val_i)}, test {len(test_i)}", flush=True)  # fmt: skip
+          f"train {sizes['train']}, val {sizes['val']}, test {sizes['test']}", flush=True)  # fmt: skip
 
     x, y = slices.inputs(cfg), slices.labels
     fit_started = time.time()
+    gate_fit = None
+    if any(slices.planes):  # the gate learns from slices of known planes (catalogue.Entry.plane)
+        print("Plane gate (same split, plus template cuts, pictures and CT) ...", flush=True)
+        gate_fit = fit_plane_gate(slices, split, cfg, sartaj_folder(args.data), args.seed, verbose=args.verbose)
+    type_classifier, x_type = fit_types(args, recipe, cfg, slices, train_i, val_i)  # tumours of every plane
+    if recipe.planes == "axial":  # the gate keeps the others from the detector anyway
+        if gate_fit is None:
+            raise SystemExit("--planes axial needs the plane gate, which learns from collections of known planes.")
+        train_i, val_i = (axial_slices(gate_fit.gate, gate_fit.threshold, slices, x, i) for i in (train_i, val_i))
+        print(f"The detector reads axial slices only: train {len(train_i)}, val {len(val_i)}", flush=True)
     classifier, history = fit_classifier(
         args.arch, (x[train_i], y[train_i]), (x[val_i], y[val_i]),
-        epochs=args.epochs or recipe.epochs, batch_size=recipe.batch_size, seed=args.seed,
-        augment=args.augment or recipe.augment, select_on_val=recipe.select_on_val,
-        verbose=args.verbose,
+        epochs=recipe.epochs, batch_size=recipe.batch_size, seed=args.seed,
+        augment=recipe.augment, select_on_val=recipe.select_on_val, verbose=args.verbose,
     )  # fmt: skip
     normal_train, normal_val = train_i[y[train_i] == 0], val_i[y[val_i] == 0]
     print("Autoencoder (normal slices only) ...", flush=True)
@@ -165,11 +186,6 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         x[normal_train], x[normal_val], epochs=args.ae_epochs, batch_size=32, seed=args.seed,
         verbose=args.verbose,
     )  # fmt: skip
-    type_classifier, x_type = fit_types(args, recipe, cfg, slices, train_i, val_i)
-    gate_fit = None
-    if any(slices.planes):  # the gate learns from slices of known planes (catalogue.Entry.plane)
-        print("Plane gate (same split, plus template cuts, pictures and CT) ...", flush=True)
-        gate_fit = fit_plane_gate(slices, split, cfg, sartaj_folder(args.data), args.seed, verbose=args.verbose)
     fit_seconds = round(time.time() - fit_started)
 
     config = {
@@ -210,15 +226,16 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     detector.config["split"] = {
         "method": args.split, "threshold": DUPLICATE_CORRELATION, "clusters": int(clusters.max() + 1),
         "held_out": args.hold_out,
-        "train": len(train_i), "val": len(val_i), "test": len(test_i),
+        **sizes,
         "max_test_correlation": round(leak, 4),
     }  # fmt: skip
     detector.config["training"] = {
         "data": sorted({slices.collections[i] for i in np.concatenate([train_i, val_i])}),
         "epochs": len(history["loss"]),
         "ae_epochs": args.ae_epochs, "batch_size": recipe.batch_size,
-        "augment": args.augment or recipe.augment, "seed": args.seed,
-        "type_augment": (args.type_augment or recipe.type_augment) if type_classifier else None,
+        "augment": recipe.augment, "seed": args.seed,
+        "planes": recipe.planes, "slices": len(train_i) + len(val_i),
+        "type_augment": recipe.type_augment if type_classifier else None,
         "fit_seconds": fit_seconds, "skipped_files": len(slices.skipped),
         "excluded_from_train_val": sorted(excluded),
     }  # fmt: skip
@@ -235,19 +252,18 @@ def fit_types(args, recipe: Recipe, cfg: PreprocessConfig, slices, train_i, val_
     from detector.training import fit_type_classifier
 
     typed = slices.type_indices() >= 0
-    epochs = recipe.type_epochs if args.type_epochs is None else args.type_epochs
-    if not (epochs and typed[train_i].any() and typed[val_i].any()):
+    if not (recipe.type_epochs and typed[train_i].any() and typed[val_i].any()):
         return None, None
     print("Tumour-type network (tumour slices of a known type) ...", flush=True)
-    type_cfg = replace(cfg, image_size=args.type_image_size or recipe.type_image_size)
+    type_cfg = replace(cfg, image_size=recipe.type_image_size)
     type_slices = load_slices(args.data, type_cfg, cache_dir=args.cache_dir)
     assert type_slices.names == slices.names  # the same files, decoded at another size
     x_type, types = type_slices.inputs(type_cfg), slices.type_indices()
     train_i, val_i = train_i[typed[train_i]], val_i[typed[val_i]]
     network, _ = fit_type_classifier(
         (x_type[train_i], types[train_i]), (x_type[val_i], types[val_i]),
-        classes=len(TUMOR_TYPES), epochs=epochs, batch_size=recipe.batch_size,
-        seed=args.seed, augment=args.type_augment or recipe.type_augment, verbose=args.verbose,
+        classes=len(TUMOR_TYPES), epochs=recipe.type_epochs, batch_size=recipe.batch_size,
+        seed=args.seed, augment=recipe.type_augment, verbose=args.verbose,
     )  # fmt: skip
     return network, x_type
 
@@ -353,8 +369,8 @@ def tune_on_val(
 
 
 def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.ndarray:
-    """Read the test split, once: metrics (overall and per subgroup), autoencoder
-    AUROC and the plots. Returns the calibrated P(tumour) of each test slice.
+    """Read the test split, once: metrics (overall, per subgroup and on the slices
+    the plane gate lets through), autoencoder AUROC and the plots. Returns the calibrated P(tumour) of each test slice.
 
     A held-out collection of one class (figshare: tumours; ms, oasis: none)
     has no AUROC and no ROC curve; its sensitivity or specificity is the figure.
@@ -362,6 +378,7 @@ def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.
     from sklearn.metrics import roc_auc_score
 
     from detector.evaluation import (
+        GATE_PASSED,
         classification_metrics,
         expected_calibration_error,
         plot_confusion,
@@ -378,11 +395,14 @@ def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.
     both_classes = 0 < y_test.mean() < 1
     flags = detector.out_of_distribution(scores)
     axial = np.array([slices.planes[i] == "axial" for i in test_i])
+    groups = subgroups(slices, test_i)
+    if detector.plane_gate is not None:
+        groups[GATE_PASSED] = np.flatnonzero(scores["not_axial"] <= detector.config["plane_threshold"])
     detector.config["metrics"].update(
         test=classification_metrics(y_test, p, threshold),
         test_by_subgroup={
             name: subgroup_metrics(y_test[members], p[members], threshold)
-            for name, members in subgroups(slices, test_i).items()
+            for name, members in groups.items()
         },
         ece_test=round(expected_calibration_error(y_test, p), 4),
         inconclusive_rate_test=float(np.mean((p >= low) & (p <= high))),

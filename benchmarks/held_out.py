@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector.card import held_out_table
 from detector.evaluation import held_out_summary
 
-RECIPE = ("collection", "image_size", "intensity", "augment", "epochs")
+RECIPE = ("collection", "image_size", "intensity", "augment", "planes", "epochs")
 FIGURES = ("auroc", "sensitivity", "specificity", "sartaj axial normals: specificity",
-           "sagittal/coronal normals: specificity")  # fmt: skip
+           "sagittal/coronal normals: specificity", "axial by the plane gate: auroc",
+           "axial by the plane gate: sensitivity", "axial by the plane gate: specificity")  # fmt: skip
 
 
 def mean_table(summaries: list[dict]) -> str:
@@ -36,7 +37,8 @@ def mean_table(summaries: list[dict]) -> str:
     recipes: dict[tuple, list[dict]] = {}
     for summary in summaries:
         recipes.setdefault(tuple(summary[k] for k in RECIPE), []).append(summary)
-    header = ["held out", "input (px)", "intensity", "augment", "epochs", "seeds", *FIGURES]
+    header = ["held out", "input (px)", "intensity", "augment", "planes", "epochs", "seeds"]
+    header += FIGURES
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for recipe, runs in recipes.items():
         cells = [str(v) for v in recipe] + [str(len(runs))]

@@ -237,11 +237,15 @@ HELD_OUT_COLUMNS = {
     "sensitivity": "sensitivity", "specificity": "specificity",
     "sartaj axial normals: specificity": "sartaj axial normals: specificity",
     "sagittal/coronal normals: specificity": "sagittal/coronal normals: specificity",
+    "axial by the plane gate: n": "slices the plane gate passes",
+    "axial by the plane gate: auroc": "... their AUROC",
+    "axial by the plane gate: sensitivity": "... sensitivity",
+    "axial by the plane gate: specificity": "... specificity",
     "flagged_unlike_training": "share flagged as unlike the training MRIs",
 }  # fmt: skip
 HELD_OUT_DETAILS = {
     "trained_on": "trained on (slices)", "image_size": "input (px)", "intensity": "intensity",
-    "augment": "augment", "epochs": "epochs", "fit_seconds": "fit (s)",
+    "augment": "augment", "planes": "planes", "epochs": "epochs", "fit_seconds": "fit (s)",
 }  # fmt: skip
 SUBGROUP_COLUMNS = ("n", "tumors", "auroc", "sensitivity", "specificity")
 

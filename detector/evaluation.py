@@ -105,6 +105,9 @@ def pointing_game(heat_maps: np.ndarray, boxes: np.ndarray) -> dict[str, float]:
 NON_AXIAL = ("sagittal", "coronal", "sagittal-or-coronal")
 # Normals on which a model that learnt a collection or a plane, not tumours, fails.
 SHORTCUT_GROUPS = ("sartaj axial normals", "sagittal/coronal normals")
+# The test slices the plane gate lets through: the only ones a user gets a P(tumour) for.
+GATE_PASSED = "axial by the plane gate"
+SUBGROUP_FIGURES = ("auroc", "sensitivity", "specificity")
 
 
 def subgroups(slices, index: np.ndarray) -> dict[str, np.ndarray]:
@@ -136,15 +139,21 @@ def held_out_summary(config: dict) -> dict:
     if not held_out:
         raise ValueError("Not a `train.py --hold-out` model: its test split is no whole collection.")
     groups = config["metrics"]["test_by_subgroup"]
+    passed = groups.get(GATE_PASSED) or {}  # runs without a gate have none
+    # The detector's train + val slices: fewer than the split's with --planes axial.
+    split = config["split"]
+    detector_slices = config["training"].get("slices") or split["train"] + split["val"]
     return {
         "collection": held_out,
-        **{k: groups[held_out][k] for k in ("n", "tumors", "auroc", "sensitivity", "specificity")},
+        **{k: groups[held_out][k] for k in ("n", "tumors", *SUBGROUP_FIGURES)},
         **{f"{g}: specificity": (groups.get(g) or {}).get("specificity") for g in SHORTCUT_GROUPS},
+        **{f"{GATE_PASSED}: {k}": passed.get(k) for k in ("n", *SUBGROUP_FIGURES)},
         "flagged_unlike_training": config["metrics"]["ood_rate_test"],
-        "trained_on": config["split"]["train"] + config["split"]["val"],
+        "trained_on": detector_slices,
         "image_size": config["preprocessing"]["image_size"],
         "intensity": config["preprocessing"].get("intensity", "raw"),
         "augment": config["training"].get("augment"),
+        "planes": config["training"].get("planes", "all"),
         "epochs": config["training"]["epochs"],
         "fit_seconds": config["training"]["fit_seconds"],
     }

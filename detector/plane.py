@@ -181,6 +181,17 @@ def known_planes(slices) -> list[str]:
     return list(planes)
 
 
+def axial_slices(gate, threshold: float, slices, x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The slices of ``index`` that are axial: by their known plane, else by the
+    gate's verdict (most of figshare and sartaj have no plane label).
+    ``x``: every slice's input to the detector."""
+    planes = np.array(known_planes(slices), object)[index]
+    unknown = planes == ""
+    if unknown.any():
+        planes[unknown] = verdicts(probabilities(gate, x[index[unknown]]), threshold)
+    return index[planes == "axial"]
+
+
 def hand_labels() -> dict[str, str]:
     """HAND_LABELS as slice name -> plane, without the doubtful ones."""
     with HAND_LABELS.open(newline="") as f:

@@ -153,6 +153,33 @@ def test_sequence_look_reorders_tissue_brightness_on_a_black_background():
     np.testing.assert_allclose(sequence_look(x, seed=3, share=0.0).numpy(), x)
 
 
+def test_axial_only_training_keeps_slices_labelled_axial_and_those_the_gate_calls_axial(
+    collections,
+):
+    """train.py --planes axial: a known plane decides; the gate only decides the rest."""
+    from types import SimpleNamespace
+
+    from detector.plane import PLANES, axial_slices, known_planes
+
+    slices = load_slices([collections / c for c in ("br35h", "sartaj", "figshare", "ms")], CFG)
+    x, everything = slices.inputs(CFG), np.arange(len(slices))
+
+    def gate_saying(plane):
+        p = np.eye(len(PLANES), dtype=np.float32)[PLANES.index(plane)]
+        return lambda batch, training: SimpleNamespace(numpy=lambda: np.tile(p, (len(batch), 1)))
+
+    def kept(plane):
+        axial = axial_slices(gate_saying(plane), 0.5, slices, x, everything)
+        return {slices.names[i] for i in axial}
+
+    planes = dict(zip(slices.names, known_planes(slices)))  # labels, and their near-copies
+    assert kept("coronal") == {n for n, p in planes.items() if p == "axial"}
+    assert kept("axial") == {n for n, p in planes.items() if p in ("axial", "")}
+    # The gate has slices to decide, and never overrules a label.
+    assert "" in planes.values() and "figshare/meningioma/2.jpg" in kept("axial")
+    assert not kept("axial") & {"sartaj/Training/glioma_tumor/image(2).jpg", "ms/sagittal/p1_1.jpg"}
+
+
 @pytest.mark.slow
 def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(collections):
     """--hold-out figshare, then the union model whose card shows that run's figures."""
@@ -161,8 +188,12 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(c
     roots = [str(collections / c) for c in ("br35h", "sartaj", "figshare", "ms")]
     tiny = ["--epochs", "1", "--ae-epochs", "1", "--image-size", "32", "--verbose", "0"]
     held_out = collections / "no-figshare"
+    axial_only = ["--planes", "axial"]  # the detector trains on no ms/sagittal slice
     assert (
-        train.main(["--data", *roots, "--hold-out", "figshare", "--out", str(held_out), *tiny]) == 0
+        train.main(
+            ["--data", *roots, "--hold-out", "figshare", "--out", str(held_out), *tiny, *axial_only]
+        )
+        == 0
     )
     split = json.loads((held_out / "split.json").read_text()).values()
     tested = {e["file"] for e in split if e["split"] == "test"}
@@ -174,6 +205,10 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(c
     figshare = config["metrics"]["test_by_subgroup"]["figshare"]
     assert figshare["n"] == figshare["tumors"] == 8 and figshare["specificity"] is None
     assert 0.0 <= figshare["sensitivity"] <= 1.0
+    # What a user gets a P(tumour) for: the held-out slices the plane gate passes.
+    assert config["metrics"]["test_by_subgroup"]["axial by the plane gate"]["n"] <= 8
+    assert config["training"]["planes"] == "axial"
+    assert config["training"]["slices"] <= config["split"]["train"] + config["split"]["val"] - 5
 
     union = collections / "union"
     assert (
@@ -220,11 +255,13 @@ def test_the_held_out_tables_show_each_run_and_each_recipe_over_seeds():
             "collection": "sartaj", "n": 10, "tumors": 6, "auroc": auroc, "sensitivity": 0.5,
             "specificity": None, "sartaj axial normals: specificity": 0.25,
             "sagittal/coronal normals: specificity": None, "flagged_unlike_training": 0.1,
+            "axial by the plane gate: n": 7, "axial by the plane gate: auroc": auroc - 0.1,
+            "axial by the plane gate: sensitivity": 0.4, "axial by the plane gate: specificity": None,
             "trained_on": 100, "image_size": 64, "intensity": "percentile", "augment": "full",
-            "epochs": seed_epochs, "fit_seconds": 60,
+            "planes": "all", "epochs": seed_epochs, "fit_seconds": 60,
         }  # fmt: skip
 
-    assert "| sartaj | 10 | 6 | 0.800 | 0.500 | - | 0.250 | - | 0.100 |" in held_out_table([run(0.8)])
+    assert "| sartaj | 10 | 6 | 0.800 | 0.500 | - | 0.250 | - | 7 | 0.700 | 0.400 | - | 0.100 |" in held_out_table([run(0.8)])
     rows = mean_table([run(0.8), run(0.9), run(0.7, seed_epochs=6)]).splitlines()
-    assert rows[2] == "| sartaj | 64 | percentile | full | 10 | 2 | 0.850 ± 0.071 | 0.500 ± 0.000 | - | 0.250 ± 0.000 | - |"
-    assert rows[3] == "| sartaj | 64 | percentile | full | 6 | 1 | 0.700 | 0.500 | - | 0.250 | - |"
+    assert rows[2] == "| sartaj | 64 | percentile | full | all | 10 | 2 | 0.850 ± 0.071 | 0.500 ± 0.000 | - | 0.250 ± 0.000 | - | 0.750 ± 0.071 | 0.400 ± 0.000 | - |"
+    assert rows[3] == "| sartaj | 64 | percentile | full | all | 6 | 1 | 0.700 | 0.500 | - | 0.250 | - | 0.600 | 0.400 | - |"
