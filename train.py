@@ -1,7 +1,7 @@
 """Train the brain-tumour detector.
 
 data (one or more collections) -> near-duplicate clusters and patients ->
-leak-free split -> fit CNN + autoencoder (+ tumour-type network, plane gate)
+leak-free split -> fit plane gate, tumour-type network, CNN + autoencoder
 -> choose calibration/thresholds on val -> read test once -> save_pretrained
 (atomically) -> optional push_to_hub.
 

@@ -7,9 +7,15 @@ deviation over its seeds:
 
     for c in br35h sartaj figshare ms oasis; do
       python train.py --data ../shared/data/{br35h,sartaj,figshare,ms,oasis} --hold-out $c \\
-          --out runs/held-out/$c --ae-epochs 2 --cache-dir runs/cache --exclude label_exclusions.txt
+          --out runs/held-out/$c --ae-epochs 2 --type-epochs 0 --cache-dir runs/cache \\
+          --exclude label_exclusions.txt
     done
-    python benchmarks/held_out.py runs/held-out/*
+    python benchmarks/held_out.py runs/held-out/*/
+    python benchmarks/held_out.py runs/held-out/*/ --onto pretrained   # onto its card too
+
+--onto puts the runs' figures on a model directory's card (config.json's
+"held_out" and README.md), as train.py --held-out-runs does, without refitting
+the model: its networks are left untouched.
 """
 
 from __future__ import annotations
@@ -49,6 +55,20 @@ def mean_table(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def show_on_card(model_dir: Path, summaries: list[dict]) -> None:
+    """Replace a model directory's held-out figures in config.json and its card."""
+    from detector.card import render_model_card
+    from detector.detector import CONFIG_FILE, read_assets
+
+    config = json.loads((model_dir / CONFIG_FILE).read_text())
+    config["held_out"] = summaries
+    card = render_model_card(config, read_assets(model_dir))  # before writing anything
+    for name, text in ((CONFIG_FILE, json.dumps(config, indent=2) + "\n"), ("README.md", card)):
+        staging = model_dir / f".{name}.tmp"
+        staging.write_text(text, encoding="utf-8")
+        staging.replace(model_dir / name)  # atomic: never half a file
+
+
 def _mean_sd(values: list[float]) -> str:
     if not values:
         return "-"
@@ -65,8 +85,17 @@ if __name__ == "__main__":
     parser.add_argument(
         "--mean", action="store_true", help="one row a recipe, mean ± sd over seeds"
     )
+    parser.add_argument(
+        "--onto", type=Path, metavar="MODEL_DIR", help="also show these runs on this model's card"
+    )
     args = parser.parse_args()
+    not_models = [str(d) for d in args.model_dirs if not (d / "config.json").is_file()]
+    if not_models:  # e.g. a shell glob that caught a run's log file
+        parser.error(f"not model directories (no config.json): {', '.join(not_models)}")
     summaries = [
         held_out_summary(json.loads((d / "config.json").read_text())) for d in args.model_dirs
     ]
     print(mean_table(summaries) if args.mean else held_out_table(summaries, details=True))
+    if args.onto:
+        show_on_card(args.onto, summaries)
+        print(f"\nWritten to {args.onto / 'config.json'} and {args.onto / 'README.md'}")

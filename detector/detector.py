@@ -382,7 +382,7 @@ class BrainTumorDetector(
         local = Path(model_id)
         if local.is_dir():
             paths = {name: local / name for name in (*MODEL_FILES, *OPTIONAL_FILES)}
-            assets = _read_assets(local)
+            assets = read_assets(local)
         else:
             paths = {
                 name: Path(
@@ -443,7 +443,8 @@ def _download_optional(repo_id, revision, cache_dir, force_download, local_files
     return found
 
 
-def _read_assets(directory: Path) -> dict[str, bytes]:
+def read_assets(directory: Path) -> dict[str, bytes]:
+    """A model directory's plots and tables (what its card shows or lists), by file name."""
     return {
         p.name: p.read_bytes()
         for p in sorted(directory.iterdir())

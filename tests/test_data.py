@@ -246,22 +246,41 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(c
         )
 
 
+def held_out_run(auroc, seed_epochs=10):
+    """One evaluation.held_out_summary row, made up."""
+    return {
+        "collection": "sartaj", "n": 10, "tumors": 6, "auroc": auroc, "sensitivity": 0.5,
+        "specificity": None, "sartaj axial normals: specificity": 0.25,
+        "sagittal/coronal normals: specificity": None, "flagged_unlike_training": 0.1,
+        "axial by the plane gate: n": 7, "axial by the plane gate: auroc": auroc - 0.1,
+        "axial by the plane gate: sensitivity": 0.4, "axial by the plane gate: specificity": None,
+        "trained_on": 100, "image_size": 64, "intensity": "percentile", "augment": "full",
+        "planes": "all", "epochs": seed_epochs, "fit_seconds": 60,
+    }  # fmt: skip
+
+
 def test_the_held_out_tables_show_each_run_and_each_recipe_over_seeds():
     from benchmarks.held_out import mean_table
     from detector.card import held_out_table
 
-    def run(auroc, seed_epochs=10):
-        return {
-            "collection": "sartaj", "n": 10, "tumors": 6, "auroc": auroc, "sensitivity": 0.5,
-            "specificity": None, "sartaj axial normals: specificity": 0.25,
-            "sagittal/coronal normals: specificity": None, "flagged_unlike_training": 0.1,
-            "axial by the plane gate: n": 7, "axial by the plane gate: auroc": auroc - 0.1,
-            "axial by the plane gate: sensitivity": 0.4, "axial by the plane gate: specificity": None,
-            "trained_on": 100, "image_size": 64, "intensity": "percentile", "augment": "full",
-            "planes": "all", "epochs": seed_epochs, "fit_seconds": 60,
-        }  # fmt: skip
-
+    run = held_out_run
     assert "| sartaj | 10 | 6 | 0.800 | 0.500 | - | 0.250 | - | 7 | 0.700 | 0.400 | - | 0.100 |" in held_out_table([run(0.8)])
     rows = mean_table([run(0.8), run(0.9), run(0.7, seed_epochs=6)]).splitlines()
     assert rows[2] == "| sartaj | 64 | percentile | full | all | 10 | 2 | 0.850 ± 0.071 | 0.500 ± 0.000 | - | 0.250 ± 0.000 | - | 0.750 ± 0.071 | 0.400 ± 0.000 | - |"
     assert rows[3] == "| sartaj | 64 | percentile | full | all | 6 | 1 | 0.700 | 0.500 | - | 0.250 | - | 0.600 | 0.400 | - |"
+
+
+def test_held_out_figures_go_onto_a_models_card_without_touching_its_networks(
+    tiny_model_dir, tmp_path
+):
+    from benchmarks.held_out import show_on_card
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    networks = {p.name: p.read_bytes() for p in model.glob("*.keras")}
+    show_on_card(model, [held_out_run(0.8)])
+    assert json.loads((model / "config.json").read_text())["held_out"] == [held_out_run(0.8)]
+    card = (model / "README.md").read_text()
+    assert "### Held-out collections" in card and "| sartaj | 10 | 6 | 0.800 |" in card
+    assert {p.name: p.read_bytes() for p in model.glob("*.keras")} == networks
+    assert not list(model.glob(".*.tmp"))  # no staging file left behind
