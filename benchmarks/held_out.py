@@ -89,7 +89,9 @@ if __name__ == "__main__":
         "--onto", type=Path, metavar="MODEL_DIR", help="also show these runs on this model's card"
     )
     args = parser.parse_args()
-    not_models = [str(d) for d in args.model_dirs if not (d / "config.json").is_file()]
+    not_models = [
+        str(d) for d in [*args.model_dirs, args.onto] if d and not (d / "config.json").is_file()
+    ]
     if not_models:  # e.g. a shell glob that caught a run's log file
         parser.error(f"not model directories (no config.json): {', '.join(not_models)}")
     summaries = [
