@@ -461,7 +461,8 @@ def flag_table(groups, flagged, refused: dict[str, int]) -> dict:
         n = sum(rows.get(g, {"n": 0})["n"] for g in members)
         k = sum(rows.get(g, {"flagged": 0})["flagged"] for g in members)
         rate = k / n if n else None
-        met = rate is not None and (rate >= goal if op == ">=" else rate <= goal)
+        # None: nothing of the kind in this test split (a held-out run's, say)
+        met = None if rate is None else bool(rate >= goal if op == ">=" else rate <= goal)
         targets.append(
             {"target": f"{what} {op} {goal:.0%}", "n": n, "flagged": k, "rate": rate, "met": met}
         )
@@ -490,7 +491,8 @@ def format_report(metrics: dict) -> str:
     lines.append(f"\n{'target':<52}{'n':>6}{'rate':>8}  met")
     for t in metrics["targets"]:
         rate = "-" if t["rate"] is None else f"{t['rate']:.1%}"
-        lines.append(f"{t['target']:<52}{t['n']:>6}{rate:>8}  {'yes' if t['met'] else 'NO'}")
+        met = {True: "yes", False: "NO", None: "-"}[t["met"]]
+        lines.append(f"{t['target']:<52}{t['n']:>6}{rate:>8}  {met}")
     return "\n".join(lines)
 
 

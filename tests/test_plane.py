@@ -108,6 +108,20 @@ def test_set_valued_loss_rewards_either_allowed_plane():
     assert loss[0] == pytest.approx(0.0, abs=1e-5) and loss[1] == pytest.approx(np.log(2), abs=1e-5)
 
 
+def test_a_target_with_nothing_to_measure_is_neither_met_nor_missed():
+    """A held-out run's test split may hold no sagittal slice, or no axial one of the targets."""
+    groups = ["sagittal/coronal", "sagittal/coronal", "pictures", "axial ms"]
+    table = plane.flag_table(groups, [True, False, True, False], refused={"documents": 1})
+    met = {t["target"].split(" flagged")[0]: t["met"] for t in table["targets"]}
+    assert met == {
+        "sagittal and coronal MRI": False,  # 1 of 2
+        "CT and non-MRI pictures": True,  # the picture and the refused document
+        "axial MRI": None,  # no Br35H, sartaj or figshare axial slice here
+    }
+    report = plane.format_report({"threshold": 0.5, "confusion": {}, **table})
+    assert report.splitlines()[-1].endswith("0       -  -")
+
+
 # ------------------------------------------------------------------ the trained gate
 def trained_gate_examples() -> dict[str, list[str]]:
     config = json.loads((PRETRAINED / "config.json").read_text())
