@@ -1,0 +1,71 @@
+"""Fit a plane gate on the union's split (as train.py splits it) and put it into
+an existing model directory, or measure the one there again (new hand labels):
+
+    python benchmarks/plane_gate.py --data ../shared/data/{br35h,sartaj,figshare,ms,oasis} \\
+        --cache-dir runs/cache --into pretrained [--measure-only]
+
+train.py fits the gate with the rest; this is for a model directory made
+before the gate, or after its labels changed. The directory is replaced
+atomically, as train.py writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detector import BrainTumorDetector
+from detector.data import load_slices, split_by_cluster
+from detector.plane import (
+    GATE_SIZE,
+    fit_plane_gate,
+    format_old_checks,
+    format_report,
+    record,
+    sartaj_folder,
+)
+from preprocessing import PreprocessConfig
+from train import save_atomically
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", nargs="+", type=Path, required=True, help="the five collections")
+    parser.add_argument(
+        "--into", type=Path, required=True, help="model directory to add the gate to"
+    )
+    parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="keep the model's gate: choose its threshold and measure it again",
+    )
+    args = parser.parse_args(argv)
+    detector = BrainTumorDetector.from_pretrained(args.into)
+    cfg = PreprocessConfig.from_dict({**detector.config["preprocessing"], "image_size": GATE_SIZE})
+    slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
+    strata = np.array([f"{c}/{label}" for c, label in zip(slices.collections, slices.labels)])
+    split = split_by_cluster(strata, slices.clusters(), args.seed)  # train.py's split of the union
+    gate = detector.plane_gate if args.measure_only else None
+    fitted = fit_plane_gate(
+        slices, split, cfg, sartaj_folder(args.data), args.seed, epochs=args.epochs, gate=gate
+    )
+    detector.plane_gate = fitted.gate
+    record(detector, fitted)
+    print(format_report(fitted.metrics))
+    print(format_old_checks(fitted.metrics["old_checks"]))
+    save_atomically(detector, args.into)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
