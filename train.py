@@ -370,7 +370,8 @@ def tune_on_val(
 
 def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.ndarray:
     """Read the test split, once: metrics (overall, per subgroup and on the slices
-    the plane gate lets through), autoencoder AUROC and the plots. Returns the calibrated P(tumour) of each test slice.
+    the plane gate lets through), autoencoder AUROC and the plots. Returns the
+    calibrated P(tumour) of each test slice.
 
     A held-out collection of one class (figshare: tumours; ms, oasis: none)
     has no AUROC and no ROC curve; its sensitivity or specificity is the figure.
