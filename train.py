@@ -46,6 +46,8 @@ class Recipe:
     augment: str  # detector.training.AUGMENTATIONS
     intensity: str  # preprocessing.PreprocessConfig.intensity
     planes: str  # the detector's training slices: "all", or "axial" (known plane, else the gate's verdict)
+    balance: str  # the detector's loss weights: "class" (classes count equally) or "collection"
+    #               (and so do the collections within each class: detector.training.balanced_weights)
     select_on_val: bool  # keep the best val epoch rather than the last
     tta_flip: bool  # average P(tumour) over the slice and its mirror image
 
@@ -54,7 +56,7 @@ RECIPES = {
     # The report's protocol as published: RGB 150x150, 20 epochs, last epoch.
     "report": Recipe(image_size=150, channels=3, epochs=20, type_image_size=150, type_epochs=0,
                      type_augment="none", batch_size=64, augment="none", intensity="raw",
-                     planes="all", select_on_val=False, tta_flip=False),
+                     planes="all", balance="class", select_on_val=False, tta_flip=False),
     # Trained on all five collections (~10,000 training slices) at 64 px: a fit
     # takes minutes, not hours, so every held-out collection is scored with
     # this very recipe. Per-slice intensity scaling and scanner-look
@@ -62,10 +64,10 @@ RECIPES = {
     # geometric augmentation only and 40 epochs, each ahead on val over three seeds (README).
     "default": Recipe(image_size=64, channels=1, epochs=10, type_image_size=96, type_epochs=40,
                       type_augment="geometric", batch_size=32, augment="full", intensity="percentile",
-                      planes="all", select_on_val=True, tta_flip=True),
+                      planes="all", balance="class", select_on_val=True, tta_flip=True),
 }
 # Recipe fields that a command-line option of the same name overrides.
-OVERRIDABLE = ("image_size", "intensity", "epochs", "augment", "planes",
+OVERRIDABLE = ("image_size", "intensity", "epochs", "augment", "planes", "balance",
                "type_image_size", "type_epochs", "type_augment")
 # Out-of-distribution thresholds, as quantiles of the validation slices' scores.
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
@@ -91,6 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--planes", choices=["all", "axial"],
                         help="the detector's training slices (default: per architecture); axial: those "
                              "of a known axial plane, else those the plane gate calls axial")
+    parser.add_argument("--balance", choices=["class", "collection"],
+                        help="the detector's loss weights (default: per architecture): the classes count "
+                             "equally; collection: so do the collections within each class")
     parser.add_argument("--arch", choices=sorted(RECIPES), default="default")
     parser.add_argument("--split", choices=["cluster", "random"], default="cluster",
                         help="cluster: leak-free (default); random: the report's leaky split, for comparison")
@@ -163,7 +168,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     print(f"{len(slices)} slices, {clusters.max() + 1} groups (near-duplicates, patients); "
           f"train {sizes['train']}, val {sizes['val']}, test {sizes['test']}", flush=True)  # fmt: skip
 
-    x, y = slices.inputs(cfg), slices.labels
+    x, y, collections = slices.inputs(cfg), slices.labels, np.array(slices.collections)
     fit_started = time.time()
     gate_fit = None
     if any(slices.planes):  # the gate learns from slices of known planes (catalogue.Entry.plane)
@@ -179,6 +184,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         args.arch, (x[train_i], y[train_i]), (x[val_i], y[val_i]),
         epochs=recipe.epochs, batch_size=recipe.batch_size, seed=args.seed,
         augment=recipe.augment, select_on_val=recipe.select_on_val, verbose=args.verbose,
+        collections=(collections[train_i], collections[val_i]) if recipe.balance == "collection" else None,
     )  # fmt: skip
     normal_train, normal_val = train_i[y[train_i] == 0], val_i[y[val_i] == 0]
     print("Autoencoder (normal slices only) ...", flush=True)
@@ -234,7 +240,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "epochs": len(history["loss"]),
         "ae_epochs": args.ae_epochs, "batch_size": recipe.batch_size,
         "augment": recipe.augment, "seed": args.seed,
-        "planes": recipe.planes, "slices": len(train_i) + len(val_i),
+        "planes": recipe.planes, "balance": recipe.balance, "slices": len(train_i) + len(val_i),
         "type_augment": recipe.type_augment if type_classifier else None,
         "fit_seconds": fit_seconds, "skipped_files": len(slices.skipped),
         "excluded_from_train_val": sorted(excluded),

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector.card import held_out_table
 from detector.evaluation import held_out_summary
 
-RECIPE = ("collection", "image_size", "intensity", "augment", "planes", "epochs")
+RECIPE = ("collection", "image_size", "intensity", "augment", "planes", "balance", "epochs")
 FIGURES = ("auroc", "sensitivity", "specificity", "sartaj axial normals: specificity",
            "sagittal/coronal normals: specificity", "axial by the plane gate: auroc",
            "axial by the plane gate: sensitivity", "axial by the plane gate: specificity")  # fmt: skip
@@ -43,7 +43,7 @@ def mean_table(summaries: list[dict]) -> str:
     recipes: dict[tuple, list[dict]] = {}
     for summary in summaries:
         recipes.setdefault(tuple(summary[k] for k in RECIPE), []).append(summary)
-    header = ["held out", "input (px)", "intensity", "augment", "planes", "epochs", "seeds"]
+    header = ["held out", "input (px)", "intensity", "augment", "planes", "balance", "epochs", "seeds"]
     header += FIGURES
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for recipe, runs in recipes.items():

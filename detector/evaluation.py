@@ -154,6 +154,7 @@ def held_out_summary(config: dict) -> dict:
         "intensity": config["preprocessing"].get("intensity", "raw"),
         "augment": config["training"].get("augment"),
         "planes": config["training"].get("planes", "all"),
+        "balance": config["training"].get("balance", "class"),
         "epochs": config["training"]["epochs"],
         "fit_seconds": config["training"]["fit_seconds"],
     }

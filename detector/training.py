@@ -91,25 +91,25 @@ def sequence_look(x, seed: int, knots: int = 6, share: float = 0.5):
     return tf.reshape(tf.where(chosen, curved, flat), shape)
 
 
-def _dataset(x, y, batch_size: int, seed: int, augment: str):
+def _dataset(x, y, weights, batch_size: int, seed: int, augment: str):
+    """Shuffled, batched (slices, targets, loss weights), the slices augmented."""
     import tensorflow as tf
 
     if augment not in AUGMENTATIONS:
         raise ValueError(f"Unknown augmentation {augment!r}; choose one of {AUGMENTATIONS}.")
-    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
+    data = tf.data.Dataset.from_tensor_slices((x, y, weights)).shuffle(len(x), seed=seed)
     data = data.batch(batch_size)
+    steps = []
     if augment != "none":
         geometric = augmenter(seed)
-        data = data.map(
-            lambda a, b: (geometric(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE
-        )
+        steps.append(lambda a: geometric(a, training=True))
     if augment == "sequence":
-        data = data.map(
-            lambda a, b: (sequence_look(a, seed), b), num_parallel_calls=tf.data.AUTOTUNE
-        )
+        steps.append(lambda a: sequence_look(a, seed))
     if augment in ("full", "sequence"):
+        steps.append(lambda a: scanner_look(a, seed))
+    for step in steps:
         data = data.map(
-            lambda a, b: (scanner_look(a, seed), b), num_parallel_calls=tf.data.AUTOTUNE
+            lambda a, b, w, step=step: (step(a), b, w), num_parallel_calls=tf.data.AUTOTUNE
         )
     return data.prefetch(tf.data.AUTOTUNE)
 
@@ -121,10 +121,13 @@ def fit_classifier(
     *,
     epochs: int,
     select_on_val: bool,
+    collections: tuple[np.ndarray, np.ndarray] | None = None,
     **fit,
 ) -> tuple[keras.Model, dict]:
     """Train a tumour/normal classifier; keep the epoch with the lowest val loss if
-    select_on_val. ``fit``: batch_size, seed, augment, verbose (see _fit).
+    select_on_val. ``collections`` (train's, val's): weigh the collections equally
+    within each class (balanced_weights). ``fit``: batch_size, seed, augment,
+    verbose (see _fit).
     """
     keras.utils.set_random_seed(fit["seed"])
     x = train[0]
@@ -132,7 +135,10 @@ def fit_classifier(
         arch, x.shape[1], x.shape[3], steps=_steps(len(x), epochs, fit["batch_size"])
     )
     as_float = lambda labels: labels.astype("float32")
-    return _fit(model, train, val, as_float, 2, epochs=epochs, select_on_val=select_on_val, **fit)
+    return _fit(
+        model, train, val, as_float, epochs=epochs, select_on_val=select_on_val,
+        collections=collections, **fit,
+    )  # fmt: skip
 
 
 def fit_type_classifier(
@@ -152,7 +158,7 @@ def fit_type_classifier(
         x.shape[1], x.shape[3], classes, steps=_steps(len(x), epochs, fit["batch_size"])
     )
     one_hot = lambda types: np.eye(classes, dtype="float32")[types]
-    return _fit(model, train, val, one_hot, classes, epochs=epochs, select_on_val=True, **fit)
+    return _fit(model, train, val, one_hot, epochs=epochs, select_on_val=True, **fit)
 
 
 def _steps(n: int, epochs: int, batch_size: int) -> int:
@@ -165,37 +171,59 @@ def _fit(
     train,
     val,
     targets,
-    classes: int,
     *,
     epochs,
     batch_size,
     seed,
     augment,
     select_on_val,
+    collections=None,
     verbose=1,
 ):
-    """model.fit on (augmented) train, classes weighted to count equally whatever
-    their numbers; ``targets`` turns class indices into what the model's loss expects."""
+    """model.fit on (augmented) train, each slice weighted by balanced_weights (by
+    class; also by collection within a class when ``collections`` are given);
+    ``targets`` turns class indices into what the model's loss expects."""
     (x, y), (x_val, y_val) = train, val
+    train_collections, val_collections = collections or (None, None)
+    weights = balanced_weights(y, train_collections)
+    validation = (x_val, targets(y_val))
+    if collections:  # choose the epoch on the objective that training weighs
+        validation += (balanced_weights(y_val, val_collections),)
     callbacks = []
     if select_on_val:
         callbacks.append(
             keras.callbacks.EarlyStopping("val_loss", patience=epochs, restore_best_weights=True)
         )
     history = model.fit(
-        _dataset(x, targets(y), batch_size, seed, augment),
-        validation_data=(x_val, targets(y_val)),
+        _dataset(x, targets(y), weights, batch_size, seed, augment),
+        validation_data=validation,
         epochs=epochs,
         callbacks=callbacks,
-        class_weight=_balanced(y, classes),
         verbose=verbose,
     )
     return model, history.history
 
 
-def _balanced(y: np.ndarray, classes: int = 2) -> dict[int, float]:
-    counts = np.bincount(y.astype(int), minlength=classes)
-    return {c: len(y) / (classes * n) if n else 1.0 for c, n in enumerate(counts)}
+def balanced_weights(y: np.ndarray, collections: np.ndarray | None = None) -> np.ndarray:
+    """Per-slice loss weights, averaging 1, under which every class counts the same
+    whatever its number of slices and, given each slice's collection, so does
+    every collection within a class.
+
+    By collection: with the classes alone balanced, a class's largest
+    collection sets its look (most normals are OASIS's skull-stripped T1 and ms's
+    FLAIR, most tumours sartaj's and figshare's T1 post-contrast), and healthy
+    T1 post-contrast slices get called tumour.
+    """
+    y = np.asarray(y).astype(int)
+    if collections is None:
+        collections = np.zeros(len(y))
+    group = np.unique(collections, return_inverse=True)[1]
+    cell = y * (group.max() + 1) + group
+    _, cell_index, cell_size = np.unique(cell, return_inverse=True, return_counts=True)
+    classes = np.unique(y)
+    groups_in_class = {c: len(np.unique(group[y == c])) for c in classes}
+    share = np.array([1 / (len(classes) * groups_in_class[c]) for c in y])  # of the total weight
+    return (len(y) * share / cell_size[cell_index]).astype("float32")
 
 
 def fit_autoencoder(

@@ -153,6 +153,22 @@ def test_sequence_look_reorders_tissue_brightness_on_a_black_background():
     np.testing.assert_allclose(sequence_look(x, seed=3, share=0.0).numpy(), x)
 
 
+def test_balanced_weights_make_each_class_and_each_collection_in_it_count_the_same():
+    from detector.training import balanced_weights
+
+    y = np.array([0] * 90 + [0] * 10 + [1] * 30 + [1] * 20)
+    collections = np.array(["oasis"] * 90 + ["sartaj"] * 10 + ["sartaj"] * 30 + ["figshare"] * 20)
+    weights = balanced_weights(y, collections)
+    assert weights.mean() == pytest.approx(1.0)
+    total = lambda c, k: weights[(collections == c) & (y == k)].sum()
+    # 150 slices: 75 of weight per class, 37.5 per collection within it
+    for cell in (("oasis", 0), ("sartaj", 0), ("sartaj", 1), ("figshare", 1)):
+        assert total(*cell) == pytest.approx(37.5)
+    by_class = balanced_weights(y)  # the classes alone: sartaj's 10 normals stay outvoted
+    assert by_class[y == 0].sum() == pytest.approx(75) and by_class[y == 1].sum() == pytest.approx(75)
+    assert by_class[90:100].sum() == pytest.approx(7.5)
+
+
 def test_axial_only_training_keeps_slices_labelled_axial_and_those_the_gate_calls_axial(
     collections,
 ):
