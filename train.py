@@ -146,9 +146,8 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     from detector import BrainTumorDetector
     from detector.data import DUPLICATE_CORRELATION, load_slices
     from detector.evaluation import classification_metrics, plot_history
-    from detector.ood import fit_layout
+    from detector.ood import DEFAULT_PLANE_THRESHOLD, fit_layout
     from detector.plane import (
-        DEFAULT_THRESHOLD,
         axial_slices,
         fit_plane_gate,
         record,
@@ -178,7 +177,8 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     if recipe.planes == "axial":  # the gate keeps the others from the detector anyway
         if gate_fit is None:
             raise SystemExit("--planes axial needs the plane gate, which learns from collections of known planes.")
-        train_i, val_i = (axial_slices(gate_fit.gate, gate_fit.threshold, slices, x, i) for i in (train_i, val_i))
+        gate, threshold, planes = gate_fit.gate, gate_fit.threshold, gate_fit.known_planes
+        train_i, val_i = (axial_slices(gate, threshold, planes, x, i) for i in (train_i, val_i))
         print(f"The detector reads axial slices only: train {len(train_i)}, val {len(val_i)}", flush=True)
     classifier, history = fit_classifier(
         args.arch, (x[train_i], y[train_i]), (x[val_i], y[val_i]),
@@ -205,7 +205,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "inconclusive_band": [0.5, 0.5],
         "anomaly_threshold": float("inf"),
         "layout_threshold": float("inf"),
-        "plane_threshold": gate_fit.threshold if gate_fit else DEFAULT_THRESHOLD,  # chosen on val
+        "plane_threshold": gate_fit.threshold if gate_fit else DEFAULT_PLANE_THRESHOLD,  # chosen on val
         "tumor_types": list(TUMOR_TYPES) if type_classifier else [],
         "type_image_size": x_type.shape[1] if type_classifier else cfg.image_size,
     }

@@ -32,8 +32,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .plane import DEFAULT_THRESHOLD as DEFAULT_PLANE_THRESHOLD
-
 # The fixed rules' limits. Not fitted: they state what an MRI slice looks like,
 # and sit far from every training slice. On Br35H: highest chroma 12 (a sepia
 # scan; colour photos score 40 to 115); highest background level 0.30, except
@@ -56,6 +54,9 @@ CHECKS = (
      "the autoencoder cannot rebuild it the way it rebuilds training slices"),
 )  # fmt: skip
 
+# The plane gate (detector.plane) flags a slice when its not-axial score,
+# 1 - P(axial), is over this; fit_plane_gate may raise it on val.
+DEFAULT_PLANE_THRESHOLD = 0.5
 # Thresholds that apply even when config.json lacks them: a model saved before the
 # plane gate still refuses a slice whose DICOM header says it is not axial.
 FALLBACK_THRESHOLDS = {"plane_threshold": DEFAULT_PLANE_THRESHOLD}

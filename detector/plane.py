@@ -43,6 +43,8 @@ from preprocessing import (
     scale_intensity,
 )
 
+from .ood import DEFAULT_PLANE_THRESHOLD, failed_checks
+
 PLANES = ("axial", "sagittal", "coronal", "not MRI")
 GATE_SIZE = 64
 # Which of PLANES each label allows.
@@ -56,9 +58,6 @@ ALLOWED = {
 # figshare slices labelled by eye (figshare has no plane labels), in sartaj/views.csv's
 # form plus how each was labelled. All are test-split slices: they measure, not train.
 HAND_LABELS = Path(__file__).with_name("figshare_views.csv")
-# The gate flags a slice when its not-axial score, 1 - P(axial), is over this.
-# fit_plane_gate may raise it on val; models without a gate keep it for the header rule.
-DEFAULT_THRESHOLD = 0.5
 # scikit-image's bundled pictures, none of them MRI. The test ones are never trained on.
 PICTURES_TRAIN = (
     "astronaut", "camera", "chelsea", "coins", "grass", "horse", "hubble_deep_field", "ihc",
@@ -181,11 +180,11 @@ def known_planes(slices) -> list[str]:
     return list(planes)
 
 
-def axial_slices(gate, threshold: float, slices, x: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """The slices of ``index`` that are axial: by their known plane, else by the
-    gate's verdict (most of figshare and sartaj have no plane label).
-    ``x``: every slice's input to the detector."""
-    planes = np.array(known_planes(slices), object)[index]
+def axial_slices(gate, threshold: float, planes: list[str], x: np.ndarray, index: np.ndarray):
+    """The slices of ``index`` that are axial: by their known plane (``planes``, from
+    known_planes), else by the gate's verdict (most of figshare and sartaj have no
+    plane label). ``x``: every slice's input to the detector."""
+    planes = np.array(planes, object)[index]
     unknown = planes == ""
     if unknown.any():
         planes[unknown] = verdicts(probabilities(gate, x[index[unknown]]), threshold)
@@ -236,12 +235,13 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
             verbose=verbose,
         )  # fmt: skip
     # At most 3 % of val's axial slices of the targets' collections flagged (ms/ holds
-    # every level down to the skull base: reported, not tuned for); never under DEFAULT_THRESHOLD.
+    # every level down to the skull base: reported, not tuned for); never under
+    # DEFAULT_PLANE_THRESHOLD.
     val_axial = [
         i for i in part["val"] if planes[i] == "axial" and slices.collections[i] in AXIAL_TARGETS
     ]
     not_axial = 1 - probabilities(gate, x[val_axial])[:, 0] if val_axial else [0.0]
-    threshold = float(max(DEFAULT_THRESHOLD, np.quantile(not_axial, 0.97)))
+    threshold = float(max(DEFAULT_PLANE_THRESHOLD, np.quantile(not_axial, 0.97)))
 
     test = part["test"]
     x_test_extra, labels_test_extra, groups_extra, refused = made("test")
@@ -264,9 +264,8 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
         "confusion": confusion(labels, predicted),
         **flag_table(groups, [v != "axial" for v in predicted], refused),
     }
-    return GateFit(
-        gate, threshold, metrics, np.concatenate([x[test], x_test_extra]), groups, predicted
-    )
+    x_test = np.concatenate([x[test], x_test_extra])
+    return GateFit(gate, threshold, metrics, x_test, groups, predicted, planes)
 
 
 class GateFit(NamedTuple):
@@ -276,6 +275,7 @@ class GateFit(NamedTuple):
     x_test: np.ndarray  # grey test inputs, the union's then the made ones
     groups: list[str]  # each test input's flag_group
     predicted: list[str]  # the gate's verdict on each
+    known_planes: list[str]  # each slice's known plane, "" where none (known_planes)
 
 
 # ------------------------------------------------------------------ extras
@@ -533,8 +533,6 @@ def plot_confusion(metrics: dict) -> bytes:
 def old_checks_table(detector, x_test: np.ndarray, groups, gate_flags) -> dict:
     """Per test group: what the older checks of detector.ood flag, and what they
     flag that the gate misses (is each still worth keeping?)."""
-    from .ood import failed_checks
-
     x = np.stack(
         [cv2.resize(g, (detector.preprocess_config.image_size,) * 2)[..., None] for g in x_test]
     )
