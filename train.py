@@ -386,6 +386,7 @@ def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.
 
     from detector.evaluation import (
         GATE_PASSED,
+        answers,
         classification_metrics,
         expected_calibration_error,
         plot_confusion,
@@ -417,6 +418,7 @@ def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.
             round(float(roc_auc_score(y_test, scores["anomaly_score"])), 4) if both_classes else None
         ),
         ood_rate_test=float(np.mean(flags)),
+        answers_test=answers(y_test, p, flags, detector.config),
         ood_rate_test_axial=float(np.mean(flags[axial])) if axial.any() else None,
     )
     plots = {

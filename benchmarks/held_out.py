@@ -10,8 +10,8 @@ deviation over its seeds:
           --out runs/held-out/$c --ae-epochs 2 --type-epochs 0 --cache-dir runs/cache \\
           --exclude label_exclusions.txt
     done
-    python benchmarks/held_out.py runs/held-out/*/
-    python benchmarks/held_out.py runs/held-out/*/ --onto pretrained   # onto its card too
+    python benchmarks/held_out.py runs/held-out/{br35h,sartaj,figshare,ms,oasis}
+    python benchmarks/held_out.py runs/held-out/{br35h,sartaj,figshare,ms,oasis} --onto pretrained
 
 --onto puts the runs' figures on a model directory's card (config.json's
 "held_out" and README.md), as train.py --held-out-runs does, without refitting
@@ -43,8 +43,8 @@ def mean_table(summaries: list[dict]) -> str:
     recipes: dict[tuple, list[dict]] = {}
     for summary in summaries:
         recipes.setdefault(tuple(summary[k] for k in RECIPE), []).append(summary)
-    header = ["held out", "input (px)", "intensity", "augment", "planes", "balance", "epochs", "seeds"]
-    header += FIGURES
+    header = ["held out", "input (px)", "intensity", "augment", "planes", "balance", "epochs"]
+    header += ["seeds", *FIGURES]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for recipe, runs in recipes.items():
         cells = [str(v) for v in recipe] + [str(len(runs))]

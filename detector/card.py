@@ -242,6 +242,8 @@ HELD_OUT_COLUMNS = {
     "axial by the plane gate: sensitivity": "... sensitivity",
     "axial by the plane gate: specificity": "... specificity",
     "flagged_unlike_training": "share flagged as unlike the training MRIs",
+    "answered": "share answered (not flagged, not inconclusive)",
+    "answers wrong": "... of those answers, wrong",
 }  # fmt: skip
 HELD_OUT_DETAILS = {
     "trained_on": "trained on (slices)", "image_size": "input (px)", "intensity": "intensity",

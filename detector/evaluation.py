@@ -133,6 +133,24 @@ def subgroup_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> di
     return out
 
 
+def answers(y: np.ndarray, p: np.ndarray, flagged: np.ndarray, config: dict) -> dict:
+    """What the app tells a user about each slice, as BrainTumorDetector.label_for
+    decides: flagged by a check, inconclusive, or an answer (tumour or normal); and
+    how many of the answers are wrong. On a collection it never saw, AUROC says
+    how well the slices are ranked; this says how often a plain answer misleads."""
+    low, high = config["inconclusive_band"]
+    y, p, flagged = np.asarray(y), np.asarray(p), np.asarray(flagged, bool)
+    answered = ~flagged & ((p < low) | (p > high))
+    said_tumour = p >= config["decision_threshold"]
+    return {
+        "n": len(y),
+        "flagged": int(flagged.sum()),
+        "inconclusive": int((~flagged & ~answered).sum()),
+        "answered": int(answered.sum()),
+        "wrong": int((answered & (said_tumour != (y == 1))).sum()),
+    }
+
+
 def held_out_summary(config: dict) -> dict:
     """What a `train.py --hold-out COLLECTION` model scored on that collection."""
     held_out = config["split"].get("held_out")
@@ -149,6 +167,7 @@ def held_out_summary(config: dict) -> dict:
         **{f"{g}: specificity": (groups.get(g) or {}).get("specificity") for g in SHORTCUT_GROUPS},
         **{f"{GATE_PASSED}: {k}": passed.get(k) for k in ("n", *SUBGROUP_FIGURES)},
         "flagged_unlike_training": config["metrics"]["ood_rate_test"],
+        **_answer_shares(config["metrics"].get("answers_test")),
         "trained_on": detector_slices,
         "image_size": config["preprocessing"]["image_size"],
         "intensity": config["preprocessing"].get("intensity", "raw"),
@@ -157,6 +176,18 @@ def held_out_summary(config: dict) -> dict:
         "balance": config["training"].get("balance", "class"),
         "epochs": config["training"]["epochs"],
         "fit_seconds": config["training"]["fit_seconds"],
+    }
+
+
+def _answer_shares(counts: dict | None) -> dict:
+    """answers() as shares: of all slices, answered; of the answers, wrong (None: a run
+    made before train.py counted them)."""
+    if not counts:
+        return {"answered": None, "answers wrong": None}
+    answered = counts["answered"]
+    return {
+        "answered": answered / counts["n"],
+        "answers wrong": counts["wrong"] / answered if answered else None,
     }
 
 

@@ -227,6 +227,9 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(c
     assert config["metrics"]["test_by_subgroup"]["axial by the plane gate"]["n"] <= 8
     assert config["training"]["planes"] == "axial"
     assert config["training"]["slices"] <= config["split"]["train"] + config["split"]["val"] - 5
+    told = config["metrics"]["answers_test"]  # flagged, inconclusive or answered: each slice once
+    assert told["flagged"] + told["inconclusive"] + told["answered"] == 8
+    assert told["flagged"] == round(config["metrics"]["ood_rate_test"] * 8)
 
     union = collections / "union"
     assert (
@@ -264,6 +267,25 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(c
         )
 
 
+def test_answers_count_what_the_app_tells_a_user_slice_by_slice():
+    from types import SimpleNamespace
+
+    from detector import BrainTumorDetector
+    from detector.evaluation import answers
+
+    config = {"inconclusive_band": [0.1, 0.9], "decision_threshold": 0.5}
+    y = np.array([1, 0, 1, 0, 1, 0, 1, 0])
+    p = np.array([0.99, 0.98, 0.5, 0.01, 0.02, 0.1, 0.95, 0.3])
+    flagged = np.array([0, 0, 0, 0, 1, 0, 1, 0], bool)
+    app = SimpleNamespace(config=config)  # label_for reads nothing else
+    said = [BrainTumorDetector.label_for(app, q, f) for q, f in zip(p, flagged)]
+    wrong = sum(s != "inconclusive" and (s == "tumor") != (t == 1) for s, t in zip(said, y))
+    told = answers(y, p, flagged, config)
+    assert told["answered"] == sum(s != "inconclusive" for s in said) == 3  # 0.99, 0.98, 0.01
+    assert (told["flagged"], told["inconclusive"]) == (2, 3)  # 0.1 sits on the band's edge
+    assert told["wrong"] == wrong == 1  # 0.98 on a healthy slice
+
+
 def held_out_run(auroc, seed_epochs=10):
     """One evaluation.held_out_summary row, made up."""
     return {
@@ -273,6 +295,7 @@ def held_out_run(auroc, seed_epochs=10):
         "axial by the plane gate: n": 7, "axial by the plane gate: auroc": auroc - 0.1,
         "axial by the plane gate: sensitivity": 0.4, "axial by the plane gate: specificity": None,
         "trained_on": 100, "image_size": 64, "intensity": "percentile", "augment": "full",
+        "answered": 0.5, "answers wrong": 0.2,
         "planes": "all", "balance": "class", "epochs": seed_epochs, "fit_seconds": 60,
     }  # fmt: skip
 
