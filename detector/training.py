@@ -209,10 +209,11 @@ def balanced_weights(y: np.ndarray, collections: np.ndarray | None = None) -> np
     whatever its number of slices and, given each slice's collection, so does
     every collection within a class.
 
-    By collection: with the classes alone balanced, a class's largest
-    collection sets its look (most normals are OASIS's skull-stripped T1 and ms's
-    FLAIR, most tumours sartaj's and figshare's T1 post-contrast), and healthy
-    T1 post-contrast slices get called tumour.
+    By collection (train.py --balance collection): with the classes alone
+    balanced, a class's largest collection sets its look (most normals are
+    OASIS's skull-stripped T1 and ms's FLAIR, most tumours sartaj's and
+    figshare's T1 post-contrast). Screened on held-out collections and not
+    adopted: the few slices of small collections are learnt by heart (README).
     """
     y = np.asarray(y).astype(int)
     if collections is None:
