@@ -402,6 +402,7 @@ def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.
     threshold = detector.config["decision_threshold"]
     both_classes = 0 < y_test.mean() < 1
     flags = detector.out_of_distribution(scores)
+    said = [detector.label_for(q, flagged) for q, flagged in zip(p, flags)]  # as the app tells it
     axial = np.array([slices.planes[i] == "axial" for i in test_i])
     groups = subgroups(slices, test_i)
     if detector.plane_gate is not None:
@@ -418,7 +419,7 @@ def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.
             round(float(roc_auc_score(y_test, scores["anomaly_score"])), 4) if both_classes else None
         ),
         ood_rate_test=float(np.mean(flags)),
-        answers_test=answers(y_test, p, flags, detector.config),
+        answers_test=answers(y_test, said, flags),
         ood_rate_test_axial=float(np.mean(flags[axial])) if axial.any() else None,
     )
     plots = {

@@ -133,21 +133,20 @@ def subgroup_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> di
     return out
 
 
-def answers(y: np.ndarray, p: np.ndarray, flagged: np.ndarray, config: dict) -> dict:
-    """What the app tells a user about each slice, as BrainTumorDetector.label_for
-    decides: flagged by a check, inconclusive, or an answer (tumour or normal); and
-    how many of the answers are wrong. On a collection it never saw, AUROC says
-    how well the slices are ranked; this says how often a plain answer misleads."""
-    low, high = config["inconclusive_band"]
-    y, p, flagged = np.asarray(y), np.asarray(p), np.asarray(flagged, bool)
-    answered = ~flagged & ((p < low) | (p > high))
-    said_tumour = p >= config["decision_threshold"]
+def answers(y: np.ndarray, said: list[str], flagged: np.ndarray) -> dict:
+    """What the app told a user about each slice (``said``: BrainTumorDetector.label_for's
+    labels; ``flagged``: a check fired): flagged, inconclusive, or an answer (tumour or
+    normal); and how many of the answers are wrong. On a collection it never saw,
+    AUROC says how well the slices are ranked; this says how often a plain answer
+    misleads."""
+    y, said, flagged = np.asarray(y), np.asarray(said), np.asarray(flagged, bool)
+    answered = said != "inconclusive"  # label_for calls every flagged slice inconclusive
     return {
         "n": len(y),
         "flagged": int(flagged.sum()),
         "inconclusive": int((~flagged & ~answered).sum()),
         "answered": int(answered.sum()),
-        "wrong": int((answered & (said_tumour != (y == 1))).sum()),
+        "wrong": int((answered & ((said == "tumor") != (y == 1))).sum()),
     }
 
 

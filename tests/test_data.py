@@ -280,7 +280,7 @@ def test_answers_count_what_the_app_tells_a_user_slice_by_slice():
     app = SimpleNamespace(config=config)  # label_for reads nothing else
     said = [BrainTumorDetector.label_for(app, q, f) for q, f in zip(p, flagged)]
     wrong = sum(s != "inconclusive" and (s == "tumor") != (t == 1) for s, t in zip(said, y))
-    told = answers(y, p, flagged, config)
+    told = answers(y, said, flagged)
     assert told["answered"] == sum(s != "inconclusive" for s in said) == 3  # 0.99, 0.98, 0.01
     assert (told["flagged"], told["inconclusive"]) == (2, 3)  # 0.1 sits on the band's edge
     assert told["wrong"] == wrong == 1  # 0.98 on a healthy slice
