@@ -158,7 +158,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     print(f"Loading {', '.join(map(str, args.data))} ...", flush=True)
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
     clusters = slices.clusters()
-    split, leak = make_split(slices, clusters, args)
+    split, leak = make_split(slices, clusters, args.seed, args.hold_out, args.split)
     excluded = read_exclusions(args.exclude, slices.names)
     keep = np.array([name not in excluded for name in slices.names])
     train_i, val_i, test_i = split["train"], split["val"], split["test"]
@@ -274,30 +274,32 @@ def fit_types(args, recipe: Recipe, cfg: PreprocessConfig, slices, train_i, val_
     return network, x_type
 
 
-def make_split(slices, clusters: np.ndarray, args) -> tuple[dict[str, np.ndarray], float]:
+def make_split(
+    slices, clusters: np.ndarray, seed: int, hold_out: str | None = None, method: str = "cluster"
+) -> tuple[dict[str, np.ndarray], float]:
     """train/val/test indices, and the highest test-to-train/val thumbnail correlation.
 
-    Leak-free: whole groups (near-duplicates, patients) at a time, each
-    collection and class in proportion. With --hold-out, test is one
-    collection whole, and train/val lose every slice grouped with it (most
-    figshare slices have copies in sartaj).
+    Leak-free (``method`` "cluster"): whole groups (near-duplicates, patients)
+    at a time, each collection and class in proportion. With ``hold_out``, test
+    is that collection whole, and train/val lose every slice grouped with it
+    (most figshare slices have copies in sartaj).
     """
     from detector.data import split_at_random, split_by_cluster
 
     strata = np.array([f"{c}/{label}" for c, label in zip(slices.collections, slices.labels)])
-    if args.hold_out:
-        held = slices.in_collection(args.hold_out)
+    if hold_out:
+        held = slices.in_collection(hold_out)
         if not held.any():
-            raise SystemExit(f"--hold-out {args.hold_out}: no such collection in {sorted(set(slices.collections))}")
+            raise SystemExit(f"--hold-out {hold_out}: no such collection in {sorted(set(slices.collections))}")
         rest = np.flatnonzero(~np.isin(clusters, clusters[held]))
-        part = split_by_cluster(strata[rest], clusters[rest], args.seed, with_test=False)
+        part = split_by_cluster(strata[rest], clusters[rest], seed, with_test=False)
         split = {"train": rest[part["train"]], "val": rest[part["val"]], "test": np.flatnonzero(held)}
-    elif args.split == "cluster":
-        split = split_by_cluster(strata, clusters, args.seed)
+    elif method == "cluster":
+        split = split_by_cluster(strata, clusters, seed)
     else:
-        split = split_at_random(slices.labels, args.seed)
+        split = split_at_random(slices.labels, seed)
     leak = slices.max_correlation(split["test"], np.concatenate([split["train"], split["val"]]))
-    if args.split == "cluster":
+    if method == "cluster":
         check_no_leak(slices, split, leak)
     return split, float(leak.max())
 

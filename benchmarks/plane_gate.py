@@ -15,12 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detector import BrainTumorDetector
-from detector.data import load_slices, split_by_cluster
+from detector.data import load_slices
 from detector.plane import (
     GATE_SIZE,
     fit_plane_gate,
@@ -30,7 +28,7 @@ from detector.plane import (
     sartaj_folder,
 )
 from preprocessing import PreprocessConfig
-from train import save_atomically
+from train import make_split, save_atomically
 
 
 def main(argv=None) -> int:
@@ -53,8 +51,7 @@ def main(argv=None) -> int:
     detector = BrainTumorDetector.from_pretrained(args.into)
     cfg = PreprocessConfig.from_dict({**detector.config["preprocessing"], "image_size": GATE_SIZE})
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
-    strata = np.array([f"{c}/{label}" for c, label in zip(slices.collections, slices.labels)])
-    split = split_by_cluster(strata, slices.clusters(), args.seed)  # train.py's split of the union
+    split, _ = make_split(slices, slices.clusters(), args.seed)  # train.py's split of the union
     gate = detector.plane_gate if args.measure_only else None
     fitted = fit_plane_gate(
         slices, split, cfg, sartaj_folder(args.data), args.seed, epochs=args.epochs, gate=gate
