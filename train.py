@@ -49,6 +49,8 @@ class Recipe:
     balance: str  # the detector's loss weights: "class" (classes count equally) or "collection"
     #               (and so do the collections within each class: detector.training.balanced_weights)
     select_on_val: bool  # keep the best val epoch rather than the last
+    synthetic_tumours: float  # healthy train slices with a lesion painted in, as tumours, this
+    #                           many times the real train tumours (detector.lesions); 0: none
     tta_flip: bool  # average P(tumour) over the slice and its mirror image
 
 
@@ -56,7 +58,8 @@ RECIPES = {
     # The report's protocol as published: RGB 150x150, 20 epochs, last epoch.
     "report": Recipe(image_size=150, channels=3, epochs=20, type_image_size=150, type_epochs=0,
                      type_augment="none", batch_size=64, augment="none", intensity="raw",
-                     planes="all", balance="class", select_on_val=False, tta_flip=False),
+                     planes="all", balance="class", select_on_val=False, synthetic_tumours=0.0,
+                     tta_flip=False),
     # Trained on all five collections (~10,000 training slices) at 64 px: a fit
     # takes minutes, not hours, so every held-out collection is scored with
     # this very recipe. Per-slice intensity scaling and scanner-look
@@ -64,11 +67,12 @@ RECIPES = {
     # geometric augmentation only and 40 epochs, each ahead on val over three seeds (README).
     "default": Recipe(image_size=64, channels=1, epochs=10, type_image_size=96, type_epochs=40,
                       type_augment="geometric", batch_size=32, augment="full", intensity="percentile",
-                      planes="all", balance="class", select_on_val=True, tta_flip=True),
+                      planes="all", balance="class", select_on_val=True, synthetic_tumours=0.0,
+                      tta_flip=True),
 }
 # Recipe fields that a command-line option of the same name overrides.
 OVERRIDABLE = ("image_size", "intensity", "epochs", "augment", "planes", "balance",
-               "type_image_size", "type_epochs", "type_augment")
+               "synthetic_tumours", "type_image_size", "type_epochs", "type_augment")
 # Out-of-distribution thresholds, as quantiles of the validation slices' scores.
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
 # 0.5 % + 1 % (detector.ood's fixed rules flag no Br35H slice but two scanned
@@ -96,6 +100,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--balance", choices=["class", "collection"],
                         help="the detector's loss weights (default: per architecture): the classes count "
                              "equally; collection: so do the collections within each class")
+    parser.add_argument("--synthetic-tumours", type=float, metavar="SHARE",
+                        help="also train the detector on healthy train slices with a lesion painted in, "
+                             "as tumours, SHARE times as many as the real train tumours (default: per architecture)")
     parser.add_argument("--arch", choices=sorted(RECIPES), default="default")
     parser.add_argument("--split", choices=["cluster", "random"], default="cluster",
                         help="cluster: leak-free (default); random: the report's leaky split, for comparison")
@@ -146,6 +153,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     from detector import BrainTumorDetector
     from detector.data import DUPLICATE_CORRELATION, load_slices
     from detector.evaluation import classification_metrics, plot_history
+    from detector.lesions import with_synthetic_tumours
     from detector.ood import DEFAULT_PLANE_THRESHOLD, fit_layout
     from detector.plane import (
         axial_slices,
@@ -180,11 +188,14 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         gate, threshold, planes = gate_fit.gate, gate_fit.threshold, gate_fit.known_planes
         train_i, val_i = (axial_slices(gate, threshold, planes, x, i) for i in (train_i, val_i))
         print(f"The detector reads axial slices only: train {len(train_i)}, val {len(val_i)}", flush=True)
+    # Synthetic tumours in train only: val, which chooses the epoch, stays real.
+    x_fit, y_fit, hosts = with_synthetic_tumours(x[train_i], y[train_i], recipe.synthetic_tumours, args.seed)
+    fit_collections = np.concatenate([collections[train_i], collections[train_i][hosts]])
     classifier, history = fit_classifier(
-        args.arch, (x[train_i], y[train_i]), (x[val_i], y[val_i]),
+        args.arch, (x_fit, y_fit), (x[val_i], y[val_i]),
         epochs=recipe.epochs, batch_size=recipe.batch_size, seed=args.seed,
         augment=recipe.augment, select_on_val=recipe.select_on_val, verbose=args.verbose,
-        collections=(collections[train_i], collections[val_i]) if recipe.balance == "collection" else None,
+        collections=(fit_collections, collections[val_i]) if recipe.balance == "collection" else None,
     )  # fmt: skip
     normal_train, normal_val = train_i[y[train_i] == 0], val_i[y[val_i] == 0]
     print("Autoencoder (normal slices only) ...", flush=True)
@@ -241,6 +252,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "ae_epochs": args.ae_epochs, "batch_size": recipe.batch_size,
         "augment": recipe.augment, "seed": args.seed,
         "planes": recipe.planes, "balance": recipe.balance, "slices": len(train_i) + len(val_i),
+        "synthetic_tumours": len(hosts),
         "type_augment": recipe.type_augment if type_classifier else None,
         "fit_seconds": fit_seconds, "skipped_files": len(slices.skipped),
         "excluded_from_train_val": sorted(excluded),

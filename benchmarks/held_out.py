@@ -32,10 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector.card import held_out_table
 from detector.evaluation import held_out_summary
 
-RECIPE = ("collection", "image_size", "intensity", "augment", "planes", "balance", "epochs")
+RECIPE = ("collection", "image_size", "intensity", "augment", "planes", "balance",
+          "synthetic_tumours", "epochs")
 FIGURES = ("auroc", "sensitivity", "specificity", "sartaj axial normals: specificity",
            "sagittal/coronal normals: specificity", "axial by the plane gate: auroc",
-           "axial by the plane gate: sensitivity", "axial by the plane gate: specificity")  # fmt: skip
+           "axial by the plane gate: sensitivity", "axial by the plane gate: specificity",
+           "answered", "answers wrong")  # fmt: skip
 
 
 def mean_table(summaries: list[dict]) -> str:
@@ -43,7 +45,8 @@ def mean_table(summaries: list[dict]) -> str:
     recipes: dict[tuple, list[dict]] = {}
     for summary in summaries:
         recipes.setdefault(tuple(summary[k] for k in RECIPE), []).append(summary)
-    header = ["held out", "input (px)", "intensity", "augment", "planes", "balance", "epochs"]
+    header = ["held out", "input (px)", "intensity", "augment", "planes", "balance",
+              "synthetic tumours", "epochs"]
     header += ["seeds", *FIGURES]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for recipe, runs in recipes.items():

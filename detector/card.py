@@ -247,7 +247,8 @@ HELD_OUT_COLUMNS = {
 }  # fmt: skip
 HELD_OUT_DETAILS = {
     "trained_on": "trained on (slices)", "image_size": "input (px)", "intensity": "intensity",
-    "augment": "augment", "planes": "planes", "balance": "balance", "epochs": "epochs",
+    "augment": "augment", "planes": "planes", "balance": "balance",
+    "synthetic_tumours": "synthetic tumours", "epochs": "epochs",
     "fit_seconds": "fit (s)",
 }  # fmt: skip
 SUBGROUP_COLUMNS = ("n", "tumors", "auroc", "sensitivity", "specificity")

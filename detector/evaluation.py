@@ -173,6 +173,7 @@ def held_out_summary(config: dict) -> dict:
         "augment": config["training"].get("augment"),
         "planes": config["training"].get("planes", "all"),
         "balance": config["training"].get("balance", "class"),
+        "synthetic_tumours": config["training"].get("synthetic_tumours", 0),
         "epochs": config["training"]["epochs"],
         "fit_seconds": config["training"]["fit_seconds"],
     }

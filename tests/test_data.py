@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 from _images import encode, textured_brain, write_dataset
@@ -169,6 +170,35 @@ def test_balanced_weights_make_each_class_and_each_collection_in_it_count_the_sa
     assert by_class[90:100].sum() == pytest.approx(7.5)
 
 
+def test_synthetic_tumours_are_healthy_train_slices_with_a_lesion_inside_the_head():
+    """train.py --synthetic-tumours: normals copied with a lesion, as tumours, a share of the
+    real tumours' number."""
+    from detector.lesions import paint_lesion, with_synthetic_tumours
+
+    rng = np.random.default_rng(0)
+    slices = [cv2.resize(textured_brain(rng, tumour=False), (64, 64)) for _ in range(20)]
+    x = np.stack([scale_intensity(s, CFG) for s in slices])
+    y = np.array([0] * 12 + [1] * 8)
+    x2, y2, hosts = with_synthetic_tumours(x, y, share=0.75, seed=1)
+
+    assert len(hosts) == 6 and len(set(hosts)) == 6 and (y[hosts] == 0).all()  # 0.75 x 8 tumours
+    np.testing.assert_array_equal(x2[:20], x)  # the real slices untouched, labels too
+    assert list(y2) == list(y) + [1] * 6
+    painted, healthy = x2[20:], x[hosts]
+    assert painted.shape == healthy.shape and painted.dtype == x.dtype
+    assert 0 <= painted.min() and painted.max() <= 1
+    changed = np.abs(painted - healthy)[..., 0] > 0.02
+    head = healthy[..., 0] > 0
+    assert changed.any(axis=(1, 2)).all()  # every copy has its lesion
+    assert not (changed & ~head).any()  # and only inside the head: the background stays black
+    again = with_synthetic_tumours(x, y, share=0.75, seed=1)[0]
+    np.testing.assert_array_equal(again, x2)  # one seed, one set of lesions
+    assert len(with_synthetic_tumours(x, y, share=0.0, seed=1)[2]) == 0
+    assert len(with_synthetic_tumours(x, y, share=3.0, seed=1)[2]) == 12  # each normal at most once
+    empty = np.zeros((64, 64, 1), np.float32)
+    np.testing.assert_array_equal(paint_lesion(empty, rng), empty)  # nowhere to paint
+
+
 def test_axial_only_training_keeps_slices_labelled_axial_and_those_the_gate_calls_axial(
     collections,
 ):
@@ -296,7 +326,8 @@ def held_out_run(auroc, seed_epochs=10):
         "axial by the plane gate: sensitivity": 0.4, "axial by the plane gate: specificity": None,
         "trained_on": 100, "image_size": 64, "intensity": "percentile", "augment": "full",
         "answered": 0.5, "answers wrong": 0.2,
-        "planes": "all", "balance": "class", "epochs": seed_epochs, "fit_seconds": 60,
+        "planes": "all", "balance": "class", "synthetic_tumours": 0, "epochs": seed_epochs,
+        "fit_seconds": 60,
     }  # fmt: skip
 
 
@@ -307,8 +338,8 @@ def test_the_held_out_tables_show_each_run_and_each_recipe_over_seeds():
     run = held_out_run
     assert "| sartaj | 10 | 6 | 0.800 | 0.500 | - | 0.250 | - | 7 | 0.700 | 0.400 | - | 0.100 |" in held_out_table([run(0.8)])
     rows = mean_table([run(0.8), run(0.9), run(0.7, seed_epochs=6)]).splitlines()
-    assert rows[2] == "| sartaj | 64 | percentile | full | all | class | 10 | 2 | 0.850 ± 0.071 | 0.500 ± 0.000 | - | 0.250 ± 0.000 | - | 0.750 ± 0.071 | 0.400 ± 0.000 | - |"
-    assert rows[3] == "| sartaj | 64 | percentile | full | all | class | 6 | 1 | 0.700 | 0.500 | - | 0.250 | - | 0.600 | 0.400 | - |"
+    assert rows[2] == "| sartaj | 64 | percentile | full | all | class | 0 | 10 | 2 | 0.850 ± 0.071 | 0.500 ± 0.000 | - | 0.250 ± 0.000 | - | 0.750 ± 0.071 | 0.400 ± 0.000 | - | 0.500 ± 0.000 | 0.200 ± 0.000 |"
+    assert rows[3] == "| sartaj | 64 | percentile | full | all | class | 0 | 6 | 1 | 0.700 | 0.500 | - | 0.250 | - | 0.600 | 0.400 | - | 0.500 | 0.200 |"
 
 
 def test_held_out_figures_go_onto_a_models_card_without_touching_its_networks(

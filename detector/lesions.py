@@ -1,0 +1,130 @@
+"""Synthetic tumours: healthy training slices with a tumour-like lesion painted in.
+
+Why: with a collection held out, the detector's tumours are nearly all T1
+post-contrast (sartaj, figshare) while its FLAIR, T2 and plain T1 slices are
+all healthy (ms, OASIS), so "which sequence" predicts "which class". Painting
+lesions into those healthy slices gives every sequence tumours, and pairs of
+the same brain with and without one (train.py --synthetic-tumours).
+
+A lesion is an irregular blob inside the head, in one of three looks seen on
+real scans: bright (a mass on T2/FLAIR, an enhancing meningioma or pituitary
+tumour on T1 post-contrast), dark (a mass on plain T1) or a ring (an enhancing
+rim round a dark necrotic core, as gliomas show after contrast); often with a
+halo of oedema and with the tissue round it pushed aside (mass effect).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+LOOKS = ("bright", "dark", "ring")
+LOOK_ODDS = (0.45, 0.2, 0.35)
+RADIUS = (0.05, 0.18)  # of the slice's side: about 1-5 cm across in a 64 px brain crop
+HEAD_LEVEL = 0.08  # pixels above this (inputs in [0, 1]) are head, not background
+
+
+def with_synthetic_tumours(x, y, share: float, seed: int):
+    """(x, y) plus ``share`` times as many synthetic tumours as it has real ones: healthy
+    slices, drawn at random, each at most once, with a lesion painted in;
+    -> (x, y, the healthy slice each new one came from).
+
+    A share of the tumours, not of the healthy slices: with sartaj held out, half
+    the healthy slices outnumbered the real tumours 1.7 to 1, and one seed of
+    three then learnt the painted lesions instead of the real ones (README).
+    """
+    rng = np.random.default_rng(seed)
+    normals = np.flatnonzero(y == 0)
+    wanted = min(round(share * np.sum(y == 1)), len(normals))
+    hosts = rng.choice(normals, size=wanted, replace=False)
+    painted = np.stack([paint_lesion(x[i], rng) for i in hosts]) if len(hosts) else x[:0]
+    return (
+        np.concatenate([x, painted]),
+        np.concatenate([y, np.ones(len(hosts), dtype=y.dtype)]),
+        hosts,
+    )
+
+
+def paint_lesion(slice_: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One slice (S, S, C) in [0, 1] -> the same slice with one lesion in it."""
+    grey = slice_[..., 0].astype(np.float32)
+    side = grey.shape[0]
+    head = _head(grey)
+    inner = cv2.erode(head.astype(np.uint8), np.ones((side // 6, side // 6), np.uint8))
+    ys, xs = np.nonzero(inner) if inner.any() else np.nonzero(head)
+    if len(ys) == 0:  # an empty slice: nowhere to paint
+        return slice_.copy()
+    k = rng.integers(len(ys))
+    centre = np.array([xs[k], ys[k]], np.float32)
+    radius = rng.uniform(*RADIUS) * side
+    tissue = float(np.median(grey[head > 0]))
+
+    if rng.random() < 0.5:
+        grey = _push_aside(grey, centre, radius, rng.uniform(0.15, 0.4))
+    look = rng.choice(LOOKS, p=LOOK_ODDS)
+    core = _blob(side, centre, radius, rng)
+    if rng.random() < 0.5:  # oedema: brighter on T2/FLAIR, darker on T1
+        halo = _blob(side, centre, radius * rng.uniform(1.4, 2.2), rng)
+        swell = rng.uniform(1.2, 1.6) if look == "bright" else rng.uniform(0.6, 0.85)
+        grey = _blend(grey, grey * swell, halo)
+    if look == "bright":
+        grey = _blend(grey, rng.uniform(0.75, 1.0) * _texture(side, rng), core)
+    elif look == "dark":
+        grey = _blend(grey, tissue * rng.uniform(0.2, 0.6) * _texture(side, rng), core)
+    else:
+        grey = _blend(grey, rng.uniform(0.75, 1.0) * _texture(side, rng), core)
+        necrosis = _blob(side, centre, radius * rng.uniform(0.4, 0.7), rng)
+        grey = _blend(grey, tissue * rng.uniform(0.2, 0.6) * _texture(side, rng), necrosis)
+    grey = np.clip(grey * head, 0.0, 1.0)  # the background stays black
+    return np.repeat(grey[..., None], slice_.shape[-1], axis=-1).astype(slice_.dtype)
+
+
+def _head(grey) -> np.ndarray:
+    """The head's outline filled (dark CSF and necrosis inside it included), 0/1 float."""
+    contours, _ = cv2.findContours(
+        (grey > HEAD_LEVEL).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    head = np.zeros(grey.shape, np.uint8)
+    if contours:
+        cv2.drawContours(head, [max(contours, key=cv2.contourArea)], -1, 1, thickness=-1)
+    return head.astype(np.float32)
+
+
+def _blob(side: int, centre, radius: float, rng) -> np.ndarray:
+    """A soft mask in [0, 1]: an ellipse of about ``radius``, turned at random, its
+    outline wavy (a few random harmonics), its edge 1-2 px soft."""
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    turn = rng.uniform(0, np.pi)
+    u = (xx - centre[0]) * np.cos(turn) + (yy - centre[1]) * np.sin(turn)
+    v = -(xx - centre[0]) * np.sin(turn) + (yy - centre[1]) * np.cos(turn)
+    aspect = rng.uniform(0.7, 1.3)
+    distance = np.hypot(u * aspect, v / aspect)
+    angle = np.arctan2(v, u)
+    outline = radius * (1 + sum(
+        rng.uniform(0, 0.12) * np.cos(k * angle + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 4, 5)
+    ))  # fmt: skip
+    return np.clip((outline - distance) / rng.uniform(1.0, 2.0) + 0.5, 0.0, 1.0)
+
+
+def _blend(grey, value, mask):
+    return grey * (1 - mask) + value * mask
+
+
+def _texture(side: int, rng) -> np.ndarray:
+    """A multiplicative texture around 1, coarse and fine: tumours are not flat."""
+    texture = np.ones((side, side), np.float32)
+    for cells, most in ((6, 0.25), (side // 4, 0.15)):
+        noise = rng.normal(0, 1, (cells, cells)).astype(np.float32)
+        noise = cv2.resize(noise, (side, side), interpolation=cv2.INTER_CUBIC)
+        texture += rng.uniform(0, most) * noise
+    return texture
+
+
+def _push_aside(grey, centre, radius: float, strength: float) -> np.ndarray:
+    """Mass effect: the tissue round ``centre`` pushed outwards, most near it."""
+    side = grey.shape[0]
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    dx, dy = xx - centre[0], yy - centre[1]
+    # each pixel takes its value from nearer the centre: the tissue there swells
+    pull = strength * np.exp(-(dx**2 + dy**2) / (2 * (1.5 * radius) ** 2))
+    return cv2.remap(grey, xx - pull * dx, yy - pull * dy, cv2.INTER_LINEAR, borderValue=0.0)
