@@ -29,11 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detector.card import held_out_table
+from detector.card import HELD_OUT_DETAILS, held_out_table
 from detector.evaluation import held_out_summary
 
 RECIPE = ("collection", "image_size", "intensity", "augment", "planes", "balance",
-          "synthetic_tumours", "epochs")
+          "synthetic_tumours", "epochs")  # fmt: skip
 FIGURES = ("auroc", "sensitivity", "specificity", "sartaj axial normals: specificity",
            "sagittal/coronal normals: specificity", "axial by the plane gate: auroc",
            "axial by the plane gate: sensitivity", "axial by the plane gate: specificity",
@@ -45,9 +45,7 @@ def mean_table(summaries: list[dict]) -> str:
     recipes: dict[tuple, list[dict]] = {}
     for summary in summaries:
         recipes.setdefault(tuple(summary[k] for k in RECIPE), []).append(summary)
-    header = ["held out", "input (px)", "intensity", "augment", "planes", "balance",
-              "synthetic tumours", "epochs"]
-    header += ["seeds", *FIGURES]
+    header = ["held out", *(HELD_OUT_DETAILS[k] for k in RECIPE[1:]), "seeds", *FIGURES]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for recipe, runs in recipes.items():
         cells = [str(v) for v in recipe] + [str(len(runs))]
