@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 import numpy as np
 
 from detector.catalogue import TUMOR_TYPES
+from detector.lesions import RADIUS
 from detector.training import AUGMENTATIONS
 from preprocessing import PreprocessConfig
 from preprocessing.crop import INTENSITY_MODES
@@ -51,6 +52,9 @@ class Recipe:
     select_on_val: bool  # keep the best val epoch rather than the last
     synthetic_tumours: float  # healthy train slices with a lesion painted in, as tumours, this
     #                           many times the real train tumours (detector.lesions); 0: none
+    lesion_radius: tuple[float, float]  # the painted lesions' radius range, of the slice's side
+    plaque_mimics: float  # healthy train slices with small bright foci painted in, kept normal,
+    #                       this many times the train tumours, painted ones included; 0: none
     tta_flip: bool  # average P(tumour) over the slice and its mirror image
 
 
@@ -59,7 +63,7 @@ RECIPES = {
     "report": Recipe(image_size=150, channels=3, epochs=20, type_image_size=150, type_epochs=0,
                      type_augment="none", batch_size=64, augment="none", intensity="raw",
                      planes="all", balance="class", select_on_val=False, synthetic_tumours=0.0,
-                     tta_flip=False),
+                     lesion_radius=RADIUS, plaque_mimics=0.0, tta_flip=False),
     # Trained on all five collections (~10,000 training slices) at 64 px: a fit
     # takes minutes, not hours, so every held-out collection is scored with
     # this very recipe. Per-slice intensity scaling and scanner-look
@@ -68,11 +72,12 @@ RECIPES = {
     "default": Recipe(image_size=64, channels=1, epochs=10, type_image_size=96, type_epochs=40,
                       type_augment="geometric", batch_size=32, augment="full", intensity="percentile",
                       planes="all", balance="class", select_on_val=True, synthetic_tumours=0.0,
-                      tta_flip=True),
+                      lesion_radius=RADIUS, plaque_mimics=0.0, tta_flip=True),
 }
 # Recipe fields that a command-line option of the same name overrides.
 OVERRIDABLE = ("image_size", "intensity", "epochs", "augment", "planes", "balance",
-               "synthetic_tumours", "type_image_size", "type_epochs", "type_augment")
+               "synthetic_tumours", "lesion_radius", "plaque_mimics",
+               "type_image_size", "type_epochs", "type_augment")
 # Out-of-distribution thresholds, as quantiles of the validation slices' scores.
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
 # 0.5 % + 1 % (detector.ood's fixed rules flag no Br35H slice but two scanned
@@ -103,6 +108,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--synthetic-tumours", type=float, metavar="SHARE",
                         help="also train the detector on healthy train slices with a lesion painted in, "
                              "as tumours, SHARE times as many as the real train tumours (default: per architecture)")
+    parser.add_argument("--lesion-radius", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="the painted lesions' radius range, as fractions of the slice's side "
+                             "(default: per architecture)")
+    parser.add_argument("--plaque-mimics", type=float, metavar="SHARE",
+                        help="also train on healthy train slices with small bright foci (MS-plaque-like) "
+                             "painted in, kept normal, SHARE times the train tumours, painted ones included "
+                             "(default: per architecture)")
     parser.add_argument("--arch", choices=sorted(RECIPES), default="default")
     parser.add_argument("--split", choices=["cluster", "random"], default="cluster",
                         help="cluster: leak-free (default); random: the report's leaky split, for comparison")
@@ -153,7 +165,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     from detector import BrainTumorDetector
     from detector.data import DUPLICATE_CORRELATION, load_slices
     from detector.evaluation import classification_metrics, plot_history
-    from detector.lesions import with_synthetic_tumours
+    from detector.lesions import with_plaque_mimics, with_synthetic_tumours
     from detector.ood import DEFAULT_PLANE_THRESHOLD, fit_layout
     from detector.plane import (
         axial_slices,
@@ -188,9 +200,12 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         gate, threshold, planes = gate_fit.gate, gate_fit.threshold, gate_fit.known_planes
         train_i, val_i = (axial_slices(gate, threshold, planes, x, i) for i in (train_i, val_i))
         print(f"The detector reads axial slices only: train {len(train_i)}, val {len(val_i)}", flush=True)
-    # Synthetic tumours in train only: val, which chooses the epoch, stays real.
-    x_fit, y_fit, hosts = with_synthetic_tumours(x[train_i], y[train_i], recipe.synthetic_tumours, args.seed)
-    fit_collections = np.concatenate([collections[train_i], collections[train_i][hosts]])
+    # Synthetic tumours and plaque mimics in train only: val, which chooses the epoch, stays real.
+    x_fit, y_fit, hosts = with_synthetic_tumours(
+        x[train_i], y[train_i], recipe.synthetic_tumours, args.seed, recipe.lesion_radius
+    )
+    x_fit, y_fit, mimic_hosts = with_plaque_mimics(x_fit, y_fit, recipe.plaque_mimics, args.seed)
+    fit_collections = collections[train_i][np.concatenate([np.arange(len(train_i)), hosts, mimic_hosts])]
     classifier, history = fit_classifier(
         args.arch, (x_fit, y_fit), (x[val_i], y[val_i]),
         epochs=recipe.epochs, batch_size=recipe.batch_size, seed=args.seed,
@@ -253,6 +268,8 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "augment": recipe.augment, "seed": args.seed,
         "planes": recipe.planes, "balance": recipe.balance, "slices": len(train_i) + len(val_i),
         "synthetic_tumours": len(hosts),
+        "lesion_radius": list(recipe.lesion_radius) if len(hosts) else None,
+        "plaque_mimics": len(mimic_hosts),
         "type_augment": recipe.type_augment if type_classifier else None,
         "fit_seconds": fit_seconds, "skipped_files": len(slices.skipped),
         "excluded_from_train_val": sorted(excluded),

@@ -33,7 +33,7 @@ from detector.card import HELD_OUT_DETAILS, held_out_table
 from detector.evaluation import held_out_summary
 
 RECIPE = ("collection", "image_size", "intensity", "augment", "planes", "balance",
-          "synthetic_tumours", "epochs")  # fmt: skip
+          "synthetic_tumours", "lesion_radius", "plaque_mimics", "epochs")  # fmt: skip
 FIGURES = ("auroc", "sensitivity", "specificity", "sartaj axial normals: specificity",
            "sagittal/coronal normals: specificity", "axial by the plane gate: auroc",
            "axial by the plane gate: sensitivity", "axial by the plane gate: specificity",
@@ -44,11 +44,12 @@ def mean_table(summaries: list[dict]) -> str:
     """One row per recipe: each figure as mean ± sd over the seeds."""
     recipes: dict[tuple, list[dict]] = {}
     for summary in summaries:
-        recipes.setdefault(tuple(summary[k] for k in RECIPE), []).append(summary)
+        # .get: runs made before a recipe field was recorded (lesion_radius) have none
+        recipes.setdefault(tuple(summary.get(k) for k in RECIPE), []).append(summary)
     header = ["held out", *(HELD_OUT_DETAILS[k] for k in RECIPE[1:]), "seeds", *FIGURES]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for recipe, runs in recipes.items():
-        cells = [str(v) for v in recipe] + [str(len(runs))]
+        cells = ["-" if v is None else str(v) for v in recipe] + [str(len(runs))]
         for figure in FIGURES:
             values = [r[figure] for r in runs if r[figure] is not None]
             cells.append(_mean_sd(values))

@@ -248,7 +248,8 @@ HELD_OUT_COLUMNS = {
 HELD_OUT_DETAILS = {
     "trained_on": "trained on (slices)", "image_size": "input (px)", "intensity": "intensity",
     "augment": "augment", "planes": "planes", "balance": "balance",
-    "synthetic_tumours": "synthetic tumours", "epochs": "epochs",
+    "synthetic_tumours": "synthetic tumours", "lesion_radius": "lesion radius (of the side)",
+    "plaque_mimics": "plaque mimics", "epochs": "epochs",
     "fit_seconds": "fit (s)",
 }  # fmt: skip
 SUBGROUP_COLUMNS = ("n", "tumors", "auroc", "sensitivity", "specificity")

@@ -174,9 +174,16 @@ def held_out_summary(config: dict) -> dict:
         "planes": config["training"].get("planes", "all"),
         "balance": config["training"].get("balance", "class"),
         "synthetic_tumours": config["training"].get("synthetic_tumours", 0),
+        "lesion_radius": _radius_range(config["training"].get("lesion_radius")),
+        "plaque_mimics": config["training"].get("plaque_mimics", 0),
         "epochs": config["training"]["epochs"],
         "fit_seconds": config["training"]["fit_seconds"],
     }
+
+
+def _radius_range(radius: list | None) -> str | None:
+    """The painted lesions' radius range as one cell, "0.05-0.18"; None without lesions."""
+    return "-".join(f"{r:g}" for r in radius) if radius else None
 
 
 def _answer_shares(counts: dict | None) -> dict:

@@ -6,6 +6,12 @@ all healthy (ms, OASIS), so "which sequence" predicts "which class". Painting
 lesions into those healthy slices gives every sequence tumours, and pairs of
 the same brain with and without one (train.py --synthetic-tumours).
 
+The other way round, plaque mimics (train.py --plaque-mimics): healthy slices
+with a few small bright foci painted in, as multiple-sclerosis plaques and
+white-matter spots look on FLAIR and T2, kept *normal*. Painted tumours alone
+taught "a bright spot is a tumour", and held out, ms's plaque-bearing healthy
+slices were called tumour more often (README); the mimics say that size decides.
+
 A lesion is an irregular blob inside the head, in one of three looks seen on
 real scans: bright (a mass on T2/FLAIR, an enhancing meningioma or pituitary
 tumour on T1 post-contrast), dark (a mass on plain T1) or a ring (an enhancing
@@ -21,12 +27,15 @@ import numpy as np
 LOOKS = ("bright", "dark", "ring")
 LOOK_ODDS = (0.45, 0.2, 0.35)
 RADIUS = (0.05, 0.18)  # of the slice's side: about 1-5 cm across in a 64 px brain crop
+PLAQUE_RADIUS = (0.012, 0.035)  # of the side: about 3-10 mm across, as MS plaques are
+PLAQUES = (2, 10)  # foci on one slice, at least and at most
 HEAD_LEVEL = 0.08  # pixels above this (inputs in [0, 1]) are head, not background
 
 
-def with_synthetic_tumours(x, y, share: float, seed: int):
+def with_synthetic_tumours(x, y, share: float, seed: int, radius_range: tuple[float, float] = RADIUS):
     """(x, y) plus ``share`` times as many synthetic tumours as it has real ones: healthy
-    slices, drawn at random, each at most once, with a lesion painted in;
+    slices, drawn at random, each at most once, with a lesion painted in, its
+    radius drawn from ``radius_range`` (of the slice's side);
     -> (x, y, the healthy slice each new one came from).
 
     A share of the tumours, not of the healthy slices: with sartaj held out, half
@@ -39,7 +48,7 @@ def with_synthetic_tumours(x, y, share: float, seed: int):
     hosts = rng.choice(normals, size=wanted, replace=False)
     if not len(hosts):  # the recipe's default: x as it is, not a copy
         return x, y, hosts
-    painted = np.stack([paint_lesion(x[i], rng) for i in hosts])
+    painted = np.stack([paint_lesion(x[i], rng, radius_range) for i in hosts])
     return (
         np.concatenate([x, painted]),
         np.concatenate([y, np.ones(len(hosts), dtype=y.dtype)]),
@@ -47,7 +56,55 @@ def with_synthetic_tumours(x, y, share: float, seed: int):
     )
 
 
-def paint_lesion(slice_: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def with_plaque_mimics(x, y, share: float, seed: int):
+    """(x, y) plus ``share`` times as many plaque mimics as it has tumours (painted
+    ones included, when called after with_synthetic_tumours): healthy
+    slices, drawn at random, each at most once, with small bright foci painted in,
+    labelled normal; -> (x, y, the healthy slice each new one came from)."""
+    rng = np.random.default_rng([seed, 1])  # not the tumours' draw: other hosts
+    normals = np.flatnonzero(y == 0)
+    wanted = min(round(share * np.sum(y == 1)), len(normals))
+    hosts = rng.choice(normals, size=wanted, replace=False)
+    if not len(hosts):
+        return x, y, hosts
+    painted = np.stack([paint_plaques(x[i], rng) for i in hosts])
+    return np.concatenate([x, painted]), np.concatenate([y, np.zeros(len(hosts), dtype=y.dtype)]), hosts
+
+
+def paint_plaques(slice_: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One slice (S, S, C) in [0, 1] -> the same slice with a few small bright foci
+    in the brain's inner part (where white matter is), none larger than PLAQUE_RADIUS."""
+    grey = slice_[..., 0].astype(np.float32)
+    side = grey.shape[0]
+    head = _head(grey)
+    # borderValue 0: the frame's edge counts as outside, so a head that fills the crop is eroded there too
+    inner = cv2.erode(head.astype(np.uint8), np.ones((side // 4, side // 4), np.uint8), borderValue=0)
+    ys, xs = np.nonzero(inner)
+    if len(ys) == 0:  # too small or empty: nowhere to paint
+        return slice_.copy()
+    for centre in _apart(np.stack([xs, ys], 1), rng.integers(*PLAQUES, endpoint=True), side, rng):
+        focus = _blob(side, centre, max(rng.uniform(*PLAQUE_RADIUS) * side, 0.6), rng)
+        grey = _blend(grey, np.full_like(grey, rng.uniform(0.7, 1.0)), focus)
+    grey = np.clip(grey * head, 0.0, 1.0)
+    return np.repeat(grey[..., None], slice_.shape[-1], axis=-1).astype(slice_.dtype)
+
+
+def _apart(points: np.ndarray, count: int, side: int, rng) -> list[np.ndarray]:
+    """Up to ``count`` of ``points`` (x, y), drawn at random, no two so close that
+    their foci would merge into one tumour-sized blob."""
+    gap = 2 * PLAQUE_RADIUS[1] * side + 2
+    chosen: list[np.ndarray] = []
+    for point in points[rng.permutation(len(points))].astype(np.float32):
+        if all(np.hypot(*(point - other)) >= gap for other in chosen):
+            chosen.append(point)
+            if len(chosen) == count:
+                break
+    return chosen
+
+
+def paint_lesion(
+    slice_: np.ndarray, rng: np.random.Generator, radius_range: tuple[float, float] = RADIUS
+) -> np.ndarray:
     """One slice (S, S, C) in [0, 1] -> the same slice with one lesion in it."""
     grey = slice_[..., 0].astype(np.float32)
     side = grey.shape[0]
@@ -58,7 +115,7 @@ def paint_lesion(slice_: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return slice_.copy()
     k = rng.integers(len(ys))
     centre = np.array([xs[k], ys[k]], np.float32)
-    radius = rng.uniform(*RADIUS) * side
+    radius = rng.uniform(*radius_range) * side
     tissue = float(np.median(grey[head > 0]))
 
     if rng.random() < 0.5:

@@ -199,6 +199,45 @@ def test_synthetic_tumours_are_healthy_train_slices_with_a_lesion_inside_the_hea
     np.testing.assert_array_equal(paint_lesion(empty, rng), empty)  # nowhere to paint
 
 
+def test_the_lesion_radius_range_sets_how_large_the_painted_lesions_are():
+    """train.py --lesion-radius: larger lesions than an MS plaque, on request."""
+    from detector.lesions import paint_lesion
+
+    rng = np.random.default_rng(0)
+    healthy = scale_intensity(cv2.resize(textured_brain(rng, tumour=False), (64, 64)), CFG)
+
+    def changed_area(radius_range, seed):
+        painted = paint_lesion(healthy, np.random.default_rng(seed), radius_range)
+        return int(np.sum(np.abs(painted - healthy)[..., 0] > 0.02))
+
+    small = [changed_area((0.03, 0.04), seed) for seed in range(8)]
+    large = [changed_area((0.15, 0.16), seed) for seed in range(8)]
+    assert max(small) < min(large)
+
+
+def test_plaque_mimics_are_healthy_slices_with_small_bright_foci_kept_normal():
+    """train.py --plaque-mimics: foci smaller than any painted tumour, inside the brain."""
+    from detector.lesions import PLAQUE_RADIUS, RADIUS, paint_plaques, with_plaque_mimics
+
+    rng = np.random.default_rng(0)
+    slices = [cv2.resize(textured_brain(rng, tumour=False), (64, 64)) for _ in range(20)]
+    x = np.stack([scale_intensity(s, CFG) for s in slices])
+    y = np.array([0] * 12 + [1] * 8)
+    x2, y2, hosts = with_plaque_mimics(x, y, share=0.5, seed=1)
+
+    assert len(hosts) == 4 and (y[hosts] == 0).all() and list(y2) == list(y) + [0] * 4
+    np.testing.assert_array_equal(x2[:20], x)
+    changed = np.abs(x2[20:] - x[hosts])[..., 0] > 0.02
+    assert changed.any(axis=(1, 2)).all() and not (changed & (x[hosts][..., 0] == 0)).any()
+    for spots in changed:  # each focus smaller than the smallest painted tumour
+        count, labels = cv2.connectedComponents(spots.astype(np.uint8))
+        largest = max(np.sum(labels == k) for k in range(1, count))
+        assert largest < np.pi * (RADIUS[0] * 64) ** 2
+    assert PLAQUE_RADIUS[1] < RADIUS[0]
+    empty = np.zeros((64, 64, 1), np.float32)
+    np.testing.assert_array_equal(paint_plaques(empty, rng), empty)
+
+
 def test_axial_only_training_keeps_slices_labelled_axial_and_those_the_gate_calls_axial(
     collections,
 ):
@@ -326,7 +365,8 @@ def held_out_run(auroc, seed_epochs=10):
         "axial by the plane gate: sensitivity": 0.4, "axial by the plane gate: specificity": None,
         "trained_on": 100, "image_size": 64, "intensity": "percentile", "augment": "full",
         "answered": 0.5, "answers wrong": 0.2,
-        "planes": "all", "balance": "class", "synthetic_tumours": 0, "epochs": seed_epochs,
+        "planes": "all", "balance": "class", "synthetic_tumours": 0, "lesion_radius": None,
+        "plaque_mimics": 0, "epochs": seed_epochs,
         "fit_seconds": 60,
     }  # fmt: skip
 
@@ -338,8 +378,8 @@ def test_the_held_out_tables_show_each_run_and_each_recipe_over_seeds():
     run = held_out_run
     assert "| sartaj | 10 | 6 | 0.800 | 0.500 | - | 0.250 | - | 7 | 0.700 | 0.400 | - | 0.100 |" in held_out_table([run(0.8)])
     rows = mean_table([run(0.8), run(0.9), run(0.7, seed_epochs=6)]).splitlines()
-    assert rows[2] == "| sartaj | 64 | percentile | full | all | class | 0 | 10 | 2 | 0.850 ± 0.071 | 0.500 ± 0.000 | - | 0.250 ± 0.000 | - | 0.750 ± 0.071 | 0.400 ± 0.000 | - | 0.500 ± 0.000 | 0.200 ± 0.000 |"
-    assert rows[3] == "| sartaj | 64 | percentile | full | all | class | 0 | 6 | 1 | 0.700 | 0.500 | - | 0.250 | - | 0.600 | 0.400 | - | 0.500 | 0.200 |"
+    assert rows[2] == "| sartaj | 64 | percentile | full | all | class | 0 | - | 0 | 10 | 2 | 0.850 ± 0.071 | 0.500 ± 0.000 | - | 0.250 ± 0.000 | - | 0.750 ± 0.071 | 0.400 ± 0.000 | - | 0.500 ± 0.000 | 0.200 ± 0.000 |"
+    assert rows[3] == "| sartaj | 64 | percentile | full | all | class | 0 | - | 0 | 6 | 1 | 0.700 | 0.500 | - | 0.250 | - | 0.600 | 0.400 | - | 0.500 | 0.200 |"
 
 
 def test_held_out_figures_go_onto_a_models_card_without_touching_its_networks(
