@@ -26,7 +26,9 @@ import numpy as np
 
 LOOKS = ("bright", "dark", "ring")
 LOOK_ODDS = (0.45, 0.2, 0.35)
-RADIUS = (0.05, 0.18)  # of the slice's side: about 1-5 cm across in a 64 px brain crop
+# Of the slice's side: about 2-5 cm across in a 64 px brain crop, clearly larger
+# than a plaque (the first screens' 0.05-0.18 went down to 1.5 cm: README).
+RADIUS = (0.08, 0.2)
 PLAQUE_RADIUS = (0.012, 0.035)  # of the side: about 3-10 mm across, as MS plaques are
 PLAQUES = (2, 10)  # foci on one slice, at least and at most
 HEAD_LEVEL = 0.08  # pixels above this (inputs in [0, 1]) are head, not background
