@@ -34,7 +34,9 @@ PLAQUES = (2, 10)  # foci on one slice, at least and at most
 HEAD_LEVEL = 0.08  # pixels above this (inputs in [0, 1]) are head, not background
 
 
-def with_synthetic_tumours(x, y, share: float, seed: int, radius_range: tuple[float, float] = RADIUS):
+def with_synthetic_tumours(
+    x, y, share: float, seed: int, radius_range: tuple[float, float] = RADIUS
+):
     """(x, y) plus ``share`` times as many synthetic tumours as it has real ones: healthy
     slices, drawn at random, each at most once, with a lesion painted in, its
     radius drawn from ``radius_range`` (of the slice's side);
@@ -45,32 +47,29 @@ def with_synthetic_tumours(x, y, share: float, seed: int, radius_range: tuple[fl
     two then learnt the painted lesions instead of the real ones (README).
     """
     rng = np.random.default_rng(seed)
-    normals = np.flatnonzero(y == 0)
-    wanted = min(round(share * np.sum(y == 1)), len(normals))
-    hosts = rng.choice(normals, size=wanted, replace=False)
-    if not len(hosts):  # the recipe's default: x as it is, not a copy
-        return x, y, hosts
-    painted = np.stack([paint_lesion(x[i], rng, radius_range) for i in hosts])
-    return (
-        np.concatenate([x, painted]),
-        np.concatenate([y, np.ones(len(hosts), dtype=y.dtype)]),
-        hosts,
-    )
+    return _with_painted(x, y, share, rng, lambda s: paint_lesion(s, rng, radius_range), label=1)
 
 
 def with_plaque_mimics(x, y, share: float, seed: int):
     """(x, y) plus ``share`` times as many plaque mimics as it has tumours (painted
-    ones included, when called after with_synthetic_tumours): healthy
-    slices, drawn at random, each at most once, with small bright foci painted in,
+    ones included, when called after with_synthetic_tumours): healthy slices,
+    drawn at random, each at most once, with small bright foci painted in,
     labelled normal; -> (x, y, the healthy slice each new one came from)."""
     rng = np.random.default_rng([seed, 1])  # not the tumours' draw: other hosts
+    return _with_painted(x, y, share, rng, lambda s: paint_plaques(s, rng), label=0)
+
+
+def _with_painted(x, y, share: float, rng, paint, label: int):
+    """(x, y) plus ``paint`` applied to share x (number of tumours) healthy slices,
+    labelled ``label``; -> (x, y, the healthy slice each new one came from)."""
     normals = np.flatnonzero(y == 0)
     wanted = min(round(share * np.sum(y == 1)), len(normals))
     hosts = rng.choice(normals, size=wanted, replace=False)
-    if not len(hosts):
+    if not len(hosts):  # nothing to paint (the report's recipe): x as it is, not a copy
         return x, y, hosts
-    painted = np.stack([paint_plaques(x[i], rng) for i in hosts])
-    return np.concatenate([x, painted]), np.concatenate([y, np.zeros(len(hosts), dtype=y.dtype)]), hosts
+    painted = np.stack([paint(x[i]) for i in hosts])
+    labels = np.full(len(hosts), label, dtype=y.dtype)
+    return np.concatenate([x, painted]), np.concatenate([y, labels]), hosts
 
 
 def paint_plaques(slice_: np.ndarray, rng: np.random.Generator) -> np.ndarray:
