@@ -34,8 +34,11 @@ TIMEOUT_MS = 60_000
 @pytest.fixture(scope="module")
 def browser():
     require(CHROMIUM.is_file(), f"chromium not found at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # expect() waits 5 s by default, whatever the page's timeout: on a loaded 2-core
+    # machine an upload took longer than that (a CI-like run beside a training run).
+    expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
