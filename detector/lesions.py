@@ -78,8 +78,10 @@ def paint_plaques(slice_: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     grey = slice_[..., 0].astype(np.float32)
     side = grey.shape[0]
     head = _head(grey)
-    # borderValue 0: the frame's edge counts as outside, so a head that fills the crop is eroded there too
-    inner = cv2.erode(head.astype(np.uint8), np.ones((side // 4, side // 4), np.uint8), borderValue=0)
+    # borderValue 0: the frame's edge counts as outside, so that a head filling
+    # the crop is eroded there too
+    margin = np.ones((side // 4, side // 4), np.uint8)
+    inner = cv2.erode(head.astype(np.uint8), margin, borderValue=0)
     ys, xs = np.nonzero(inner)
     if len(ys) == 0:  # too small or empty: nowhere to paint
         return slice_.copy()
