@@ -8,8 +8,9 @@ from keras import layers
 
 from .models import build_autoencoder, build_classifier, build_type_classifier
 
-# none < geometric < full (+ scanner look) < sequence (+ another sequence's tissue contrast)
-AUGMENTATIONS = ("none", "geometric", "full", "sequence")
+# none < geometric < full (+ scanner look) < sequence (+ another sequence's tissue contrast);
+# texture: full + random convolutions (random_texture)
+AUGMENTATIONS = ("none", "geometric", "full", "sequence", "texture")
 
 
 def augmenter(seed: int) -> keras.Sequential:
@@ -91,6 +92,37 @@ def sequence_look(x, seed: int, knots: int = 6, share: float = 0.5):
     return tf.reshape(tf.where(chosen, curved, flat), shape)
 
 
+def random_texture(x, seed: int, depth: int = 4, width: int = 4, share: float = 0.5):
+    """Another scanner's texture and contrast, on a batch in [0, 1]: the slices
+    passed through a shallow network of random 3x3 convolutions, mixed with
+    themselves in a random proportion, for a ``share`` of the slices.
+
+    GIN (global intensity non-linear augmentation, Ouyang et al. 2021): random
+    convolutions change local texture and which tissue is bright while keeping
+    shapes, what carried segmentation across CT and MRI there. sequence_look
+    changes grey levels alone. New weights every batch; the background stays black.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    h, channels = x, x.shape[-1]
+    for layer in range(depth):
+        out = channels if layer == depth - 1 else width
+        kernel = tf.random.normal([3, 3, h.shape[-1], out], seed=seed + 10 + layer)
+        h = tf.nn.conv2d(h, kernel / (3.0 * h.shape[-1] ** 0.5), 1, "SAME")
+        h += tf.random.normal([out], stddev=0.1, seed=seed + 20 + layer)
+        if layer < depth - 1:
+            h = tf.nn.leaky_relu(h, 0.2)
+    head = tf.cast(x > 0.05, x.dtype)
+    low = tf.reduce_min(h + (1.0 - head) * 1e6, axis=[1, 2, 3], keepdims=True)
+    high = tf.reduce_max(h - (1.0 - head) * 1e6, axis=[1, 2, 3], keepdims=True)
+    h = (h - low) / tf.maximum(high - low, 1e-3) * head  # the head spans [0, 1]
+    own = tf.random.uniform([shape[0], 1, 1, 1], 0.0, 1.0, seed=seed + 30)
+    mixed = own * x + (1.0 - own) * h
+    chosen = tf.random.uniform([shape[0], 1, 1, 1], seed=seed + 31) < share
+    return tf.clip_by_value(tf.where(chosen, mixed, x), 0.0, 1.0)
+
+
 def _dataset(x, y, weights, batch_size: int, seed: int, augment: str):
     """Shuffled, batched (slices, targets, loss weights), the slices augmented."""
     import tensorflow as tf
@@ -105,7 +137,9 @@ def _dataset(x, y, weights, batch_size: int, seed: int, augment: str):
         steps.append(lambda a: geometric(a, training=True))
     if augment == "sequence":
         steps.append(lambda a: sequence_look(a, seed))
-    if augment in ("full", "sequence"):
+    if augment == "texture":
+        steps.append(lambda a: random_texture(a, seed))
+    if augment in ("full", "sequence", "texture"):
         steps.append(lambda a: scanner_look(a, seed))
     for step in steps:
         data = data.map(

@@ -154,6 +154,19 @@ def test_sequence_look_reorders_tissue_brightness_on_a_black_background():
     np.testing.assert_allclose(sequence_look(x, seed=3, share=0.0).numpy(), x)
 
 
+def test_random_texture_keeps_the_head_outline_and_changes_what_is_inside():
+    from detector.training import random_texture
+
+    x = np.zeros((32, 16, 16, 1), np.float32)  # a black background round a textured "head"
+    x[:, 3:13, 3:13] = np.random.default_rng(0).uniform(0.2, 1.0, (32, 10, 10, 1))
+    y = random_texture(x, seed=2).numpy()
+    assert y.shape == x.shape and y.min() >= 0.0 and y.max() <= 1.0
+    assert np.all(y[:, :3] == 0.0) and np.all(y[:, :, 13:] == 0.0)  # the background stays black
+    changed = ~np.all(np.isclose(y, x), axis=(1, 2, 3))
+    assert 0.2 < changed.mean() < 0.8  # about half the slices, the rest untouched
+    np.testing.assert_allclose(random_texture(x, seed=2, share=0.0).numpy(), x)
+
+
 def test_balanced_weights_make_each_class_and_each_collection_in_it_count_the_same():
     from detector.training import balanced_weights
 
