@@ -396,14 +396,20 @@ def tune_on_val(
     detector.config["inconclusive_band"] = choose_inconclusive_band(y_val, p)
     detector.config["anomaly_threshold"] = float(np.quantile(scores["anomaly_score"], ANOMALY_QUANTILE))
     detector.config["layout_threshold"] = float(np.quantile(scores["layout_score"], LAYOUT_QUANTILE))
-    flags = detector.out_of_distribution(scores)
     detector.config["metrics"] = {
         "val": classification_metrics(y_val, p),
         "ece_val": round(expected_calibration_error(y_val, p), 4),
-        # Sagittal and coronal slices are flagged on purpose (the plane gate);
-        # the share of axial MRIs flagged is what a wrong flag costs.
-        "ood_rate_val": float(np.mean(flags)),
-        "ood_rate_val_axial": float(np.mean(flags[axial_val])) if axial_val.any() else None,
+        **flag_rates(detector.out_of_distribution(scores), axial_val, "val"),
+    }
+
+
+def flag_rates(flags: np.ndarray, axial: np.ndarray, part: str) -> dict:
+    """The share of a part's slices the OOD checks flag, and of its axial ones:
+    sagittal and coronal slices are flagged on purpose (the plane gate), so the
+    axial share is what a wrong flag costs."""
+    return {
+        f"ood_rate_{part}": float(np.mean(flags)),
+        f"ood_rate_{part}_axial": float(np.mean(flags[axial])) if axial.any() else None,
     }
 
 
@@ -451,9 +457,8 @@ def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.
         autoencoder_test_auroc=(
             round(float(roc_auc_score(y_test, scores["anomaly_score"])), 4) if both_classes else None
         ),
-        ood_rate_test=float(np.mean(flags)),
         answers_test=answers(y_test, said, flags),
-        ood_rate_test_axial=float(np.mean(flags[axial])) if axial.any() else None,
+        **flag_rates(flags, axial, "test"),
     )
     plots = {
         "confusion.png": plot_confusion(y_test, p, threshold),
