@@ -101,6 +101,8 @@ def random_texture(x, seed: int, depth: int = 4, width: int = 4, share: float = 
     convolutions change local texture and which tissue is bright while keeping
     shapes, what carried segmentation across CT and MRI there. sequence_look
     changes grey levels alone. New weights every batch; the background stays black.
+    Screened on held-out collections and not adopted: sartaj gained what Br35H
+    lost (README).
     """
     import tensorflow as tf
 
