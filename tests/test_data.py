@@ -334,6 +334,15 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(c
         "### Held-out collections" in card
         and f"| figshare | 8 | 8 | - | {figshare['sensitivity']:.3f} |" in card
     )
+    # benchmarks/plane_gate.py --measure-only reads the figures that depend on the
+    # gate again, through the same gate: they come out as train.py wrote them.
+    from benchmarks import plane_gate
+
+    assert plane_gate.main(["--data", *roots, "--into", str(union), "--measure-only"]) == 0
+    again = json.loads((union / "config.json").read_text())["metrics"]
+    for key in ("ood_rate_val", "ood_rate_val_axial", "ood_rate_test", "answers_test",
+                "test_by_subgroup", "plane_gate"):  # fmt: skip
+        assert again[key] == config["metrics"][key], key
     # A model that held nothing out has no held-out figures to give.
     with pytest.raises(ValueError, match="--hold-out"):
         train.main(
