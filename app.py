@@ -165,6 +165,7 @@ def build_app(detector: BrainTumorDetector, examples_dir: str | None = None) -> 
                     format="png",
                     height=views.DISPLAY_SIZE + 20,
                     buttons=["fullscreen"],
+                    elem_id="preview",
                     elem_classes="scan",
                 )
                 slice_slider = gr.Slider(

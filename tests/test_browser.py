@@ -52,7 +52,10 @@ def test_upload_analyse_shows_images_and_probability(browser, app_url, br35h_sli
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(app_url)
     page.locator("#upload input[type=file]").set_input_files(str(br35h_slice))
-    expect(page.get_by_text(br35h_slice.name).first).to_be_visible()
+    # The preview is the server's answer to the upload: only then does Analyse see the
+    # file. (Waiting for the file name alone timed out once on a cold 2-core CI run.)
+    expect(page.locator("#preview img")).to_be_visible()
+    expect(page.locator("#upload")).to_contain_text(br35h_slice.stem)
     page.locator("#analyse").click()
 
     expect(page.locator("#verdict")).to_contain_text(re.compile(r"P\(tumour\) = \d\.\d\d"))
