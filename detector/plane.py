@@ -16,11 +16,14 @@ What it learns from (``gate_examples``):
   are copies of sartaj ones);
 - extras, made here: slices of the MNI152 template cut in all three planes
   and made to look like exported JPEGs, non-MRI pictures (scikit-image's
-  photos, synthetic documents) and sartaj's CT slices (views.csv "ct").
+  photos, synthetic documents), and CT: a head CT volume (HEAD_CT) cut in all
+  three planes under random windows to learn from, sartaj's CT slices
+  (views.csv "ct") to test on.
 
 The slices of the union follow the classifier's split (by cluster, so by
-patient); the extras are split by source: template cuts train only, pictures
-by picture, CT slices by file. The network sees the classifier's input
+patient); the extras are split by source: template cuts and the CT volume
+train only, pictures by picture, sartaj's CT slices test only (several are
+copies of each other, so they cannot be split by file). The network sees the classifier's input
 averaged to grey, resized to GATE_SIZE and standardised per slice, so it does
 not depend on the classifier's size or intensity scaling.
 """
@@ -58,6 +61,12 @@ ALLOWED = {
 # figshare slices labelled by eye (figshare has no plane labels), in sartaj/views.csv's
 # form plus how each was labelled. All are test-split slices: they measure, not train.
 HAND_LABELS = Path(__file__).with_name("figshare_views.csv")
+# One head CT to learn CT from (InVesalius's example "ProMED CT 0051": 108 axial
+# slices in Hounsfield units), from Debian's invesalius-examples package.
+HEAD_CT = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
+# CT windows (level, width in HU) a CT slice is exported under: brain, subdural,
+# stroke, soft tissue, bone, and the volume's own.
+CT_WINDOWS = ((40, 80), (75, 200), (35, 40), (50, 400), (500, 2000), (-18, 406))
 # scikit-image's bundled pictures, none of them MRI. The test ones are never trained on.
 PICTURES_TRAIN = (
     "astronaut", "camera", "chelsea", "coins", "grass", "horse", "hubble_deep_field", "ihc",
@@ -256,7 +265,7 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
         if len(examples[groups[k]]) < 20:
             examples[groups[k]].append(slices.names[test[k]])
     if sartaj is not None:
-        examples["CT"] = [f"sartaj/{p}" for p in ct_paths(sartaj, "test")]
+        examples["CT"] = [f"sartaj/{p}" for p in ct_paths(sartaj)]
     metrics = {
         "threshold": threshold,
         "test_examples": examples,
@@ -299,14 +308,19 @@ def template_cuts(side: int, rng: np.random.Generator, per_plane: int = 250):
 
 
 def exported_look(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A float slice as someone's exported JPEG: windowed, gamma, maybe T2-like
-    inverted tissue contrast, rotated, framed, resized, noisy, JPEG-compressed."""
+    """A float MRI slice as someone's exported JPEG: windowed, gamma, maybe T2-like
+    inverted tissue contrast, then as_exported."""
     head = image > 0.05 * image.max()
     x = np.clip(image / np.percentile(image[head], rng.uniform(97, 100)), 0, 1) ** rng.uniform(
         0.6, 1.6
     )
     if rng.random() < 0.3:  # T2/FLAIR-like: tissue contrast inverted inside the head
         x = np.where(head, 1.05 - x, 0)
+    return as_exported(x, rng)
+
+
+def as_exported(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A slice in [0, 1] framed, rotated, resized, noisy and JPEG-compressed (uint8)."""
     side = int(rng.integers(160, 320))
     pad = rng.uniform(0.0, 0.25, 4)
     h, w = x.shape
@@ -318,6 +332,49 @@ def exported_look(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     grey = np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
     _, jpeg = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(50, 96))])
     return cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
+
+
+def head_ct_cuts(side: int, rng: np.random.Generator, per_plane=(160, 30, 30), path=HEAD_CT):
+    """HEAD_CT cut axially, sagittally and coronally at random levels, each under a
+    random CT window, exported as a JPEG. Returns (uint8 squares, labels: "not MRI")."""
+    volume, spacing = read_inv3(path)  # (z, y, x), z from the skull base up
+    extent = np.flatnonzero((volume > 0).any(axis=(1, 2)))
+    squares = []
+    for axis, n in zip((0, 2, 1), per_plane):  # axial, sagittal, coronal
+        ends = np.flatnonzero((volume > 0).any(axis=tuple(a for a in range(3) if a != axis)))
+        lo, hi = (extent[0], extent[-1]) if axis == 0 else (ends[0], ends[-1])
+        for level in rng.integers(lo + 0.1 * (hi - lo), hi - 0.1 * (hi - lo), n):
+            cut = np.take(volume, level, axis=axis).astype(np.float32)
+            if axis == 0:
+                cut = cut[::-1]  # anterior at the top, as viewers show it
+            else:  # z rows are spacing[2] mm apart, not spacing[0]: stretch, skull base down
+                rows = int(cut.shape[0] * spacing[2] / spacing[0])
+                cut = cv2.resize(cut, (cut.shape[1], rows))[::-1]
+            centre, width = CT_WINDOWS[rng.integers(len(CT_WINDOWS))] * rng.uniform(0.8, 1.25, 2)
+            window = np.clip((cut - centre) / width + 0.5, 0, 1)
+            square = _square(as_exported(window, rng), side)
+            if square is not None:
+                squares.append(square)
+    return squares, ["not MRI"] * len(squares)
+
+
+def read_inv3(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """An InVesalius project (a tar.gz of plists and raw arrays): its volume and voxel spacing."""
+    import plistlib
+    import tarfile
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"{path}: the plane gate learns CT from this head CT volume; "
+            "install it with `apt-get install invesalius-examples` (Debian)"
+        )
+    with tarfile.open(path) as tar:
+        files = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+        project = plistlib.load(tar.extractfile(files["main.plist"]))
+        matrix = project["matrix"]
+        raw = tar.extractfile(files[matrix["filename"]]).read()
+    volume = np.frombuffer(raw, np.dtype(matrix["dtype"]).newbyteorder("<"))
+    return volume.reshape(matrix["shape"]), tuple(project["spacing"])
 
 
 def pictures(names, side: int, rng: np.random.Generator, per_picture: int = 30):
@@ -369,16 +426,15 @@ def documents(n: int, side: int, rng: np.random.Generator):
     return squares, ["not MRI"] * len(squares), refused
 
 
-def ct_paths(sartaj: Path, part: str) -> list[str]:
-    """sartaj/views.csv's "ct" rows of one part: every third file (in name order) is test."""
+def ct_paths(sartaj: Path) -> list[str]:
+    """sartaj/views.csv's "ct" rows, in name order: all test (HEAD_CT trains)."""
     with (sartaj / "views.csv").open(newline="") as f:
-        rows = sorted(row["path"] for row in csv.DictReader(f) if row["view"] == "ct")
-    return [p for k, p in enumerate(rows) if (k % 3 == 2) == (part == "test")]
+        return sorted(row["path"] for row in csv.DictReader(f) if row["view"] == "ct")
 
 
-def ct_slices(sartaj: Path, side: int, part: str):
+def ct_slices(sartaj: Path, side: int):
     """The CT slices of ct_paths, as squares."""
-    chosen = ct_paths(sartaj, part)
+    chosen = ct_paths(sartaj)
     squares = [_square(cv2.imread(str(sartaj / p), cv2.IMREAD_GRAYSCALE), side) for p in chosen]
     kept = [s for s in squares if s is not None]
     return kept, ["not MRI"] * len(kept), len(squares) - len(kept)
@@ -406,17 +462,19 @@ def _square(grey: np.ndarray, side: int) -> np.ndarray | None:
 def extras(side: int, sartaj: Path | None, part: str, seed: int = 0):
     """The made examples of one part ("train" or "test"): (uint8 squares, labels, groups, refused).
 
-    Template cuts are train only: the targets are measured on real slices.
+    Template cuts and the head CT are train only, sartaj's CT slices test only: the
+    targets are measured on real slices, and on CT from another source.
     """
     rng = np.random.default_rng(seed + (part == "test"))
     parts = []
     if part == "train":
         parts.append((*template_cuts(side, rng), 0, "MNI152 template"))
+        parts.append((*head_ct_cuts(side, rng), 0, "CT"))
     s, lab, ref = pictures(PICTURES_TRAIN if part == "train" else PICTURES_TEST, side, rng)
     parts.append((s, lab, ref, "pictures"))
     parts.append((*documents(60 if part == "train" else 40, side, rng), "documents"))
-    if sartaj is not None:
-        parts.append((*ct_slices(sartaj, side, part), "CT"))
+    if sartaj is not None and part == "test":
+        parts.append((*ct_slices(sartaj, side), "CT"))
     squares, labels, groups, refused = [], [], [], {}
     for s, lab, ref, group in parts:
         squares += s

@@ -12,6 +12,7 @@ import pydicom
 import pytest
 from _images import brain
 from _models import tiny_detector
+from conftest import require
 from pydicom.data import get_testdata_file
 
 from detector import BrainTumorDetector, plane
@@ -120,6 +121,22 @@ def test_a_target_with_nothing_to_measure_is_neither_met_nor_missed():
     }
     report = plane.format_report({"threshold": 0.5, "confusion": {}, **table})
     assert report.splitlines()[-1].endswith("0       -  -")
+
+
+# ------------------------------------------------------------------ CT to learn from
+def test_the_head_ct_reads_in_hounsfield_units_and_is_cut_in_every_plane():
+    require(plane.HEAD_CT.is_file(), f"{plane.HEAD_CT} missing (apt-get install invesalius-examples)")
+    volume, spacing = plane.read_inv3(plane.HEAD_CT)
+    assert volume.shape == (108, 256, 256) and spacing == pytest.approx((0.957, 0.957, 1.5), abs=1e-3)
+    assert volume.min() == -1024 and np.percentile(volume, 99.5) > 1000  # air and bone
+    squares, labels = plane.head_ct_cuts(32, np.random.default_rng(0), per_plane=(3, 2, 2))
+    assert len(squares) == 7 and set(labels) == {"not MRI"}
+    assert all(s.shape[:2] == (32, 32) and s.dtype == np.uint8 and s.std() > 10 for s in squares)
+
+
+def test_without_the_head_ct_the_gate_says_what_to_install(tmp_path):
+    with pytest.raises(FileNotFoundError, match="apt-get install invesalius-examples"):
+        plane.head_ct_cuts(32, np.random.default_rng(0), path=tmp_path / "Cranium.inv3")
 
 
 # ------------------------------------------------------------------ the trained gate
