@@ -106,7 +106,6 @@ class BrainTumorDetector(
 
         self.classifier = classifier
         self.autoencoder = autoencoder
-        self.plane_gate = plane_gate
         self.type_classifier = type_classifier
         self.tumor_types = (
             list(config.get("tumor_types", [])) if type_classifier is not None else []
@@ -115,41 +114,56 @@ class BrainTumorDetector(
         self.assets = dict(assets or {})
         self.ood = dict(ood or {})
         self.preprocess_config = PreprocessConfig.from_dict(config["preprocessing"])
-        size, channels = self.preprocess_config.image_size, self.preprocess_config.channels
-        flip = config.get("tta_flip", False)
+        self.plane_gate = plane_gate  # compiles the forward pass
+        # The type network reads the same crop at its own, finer size
+        # (config["type_image_size"]): tumour types need more detail than detection.
+        self.type_config = replace(
+            self.preprocess_config,
+            image_size=config.get("type_image_size", self.preprocess_config.image_size),
+        )
+        side, channels = self.type_config.image_size, self.type_config.channels
+        self._type_forward = None
+        if type_classifier is not None:
+            self._type_forward = tf.function(
+                lambda x: self._tta(type_classifier, x),
+                input_signature=[tf.TensorSpec([None, side, side, channels], tf.float32)],
+            )
+        self._grad_cams = {}  # compiled on the first explanation: predict-only users pay nothing
+        self._grad_cam_lock = threading.Lock()
 
-        def tta(network, x):
-            p = network(x, training=False)
-            if flip:  # test-time augmentation: average with the mirror image
-                p = (p + network(tf.reverse(x, axis=[2]), training=False)) / 2
-            return p
+    @property
+    def plane_gate(self):
+        return self._plane_gate
+
+    @plane_gate.setter
+    def plane_gate(self, gate) -> None:
+        """A new gate (benchmarks/plane_gate.py puts one in) needs a new forward pass:
+        the compiled graph holds the networks it was traced with."""
+        import tensorflow as tf
+
+        self._plane_gate = gate
+        size, channels = self.preprocess_config.image_size, self.preprocess_config.channels
 
         def forward(x):
-            if plane_gate is None:
+            if gate is None:
                 planes = tf.zeros([tf.shape(x)[0], len(plane.PLANES)])
             else:  # the gate reads grey, whatever the classifier's channels
-                planes = plane_gate(tf.reduce_mean(x, axis=-1, keepdims=True), training=False)
-            return tta(classifier, x), autoencoder(x, training=False), planes
+                planes = gate(tf.reduce_mean(x, axis=-1, keepdims=True), training=False)
+            return self._tta(self.classifier, x), self.autoencoder(x, training=False), planes
 
         # One compiled graph for all networks: model.predict costs ~35 ms of
         # per-call overhead, far more than the networks themselves.
         self._forward = tf.function(
             forward, input_signature=[tf.TensorSpec([None, size, size, channels], tf.float32)]
         )
-        # The type network reads the same crop at its own, finer size
-        # (config["type_image_size"]): tumour types need more detail than detection.
-        self.type_config = replace(
-            self.preprocess_config, image_size=config.get("type_image_size", size)
-        )
-        side = self.type_config.image_size
-        self._type_forward = None
-        if type_classifier is not None:
-            self._type_forward = tf.function(
-                lambda x: tta(type_classifier, x),
-                input_signature=[tf.TensorSpec([None, side, side, channels], tf.float32)],
-            )
-        self._grad_cams = {}  # compiled on the first explanation: predict-only users pay nothing
-        self._grad_cam_lock = threading.Lock()
+
+    def _tta(self, network, x):
+        p = network(x, training=False)
+        if self.config.get("tta_flip", False):  # test-time augmentation: average with the mirror
+            import tensorflow as tf
+
+            p = (p + network(tf.reverse(x, axis=[2]), training=False)) / 2
+        return p
 
     # ------------------------------------------------------------------ predict
     def predict(self, source, *, slice_index: int | None = None) -> Prediction:

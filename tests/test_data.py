@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from _images import encode, textured_brain, write_dataset
+from conftest import require
 
 from detector.catalogue import catalogue
 from detector.data import load_slices
@@ -284,6 +285,9 @@ def test_axial_only_training_keeps_slices_labelled_axial_and_those_the_gate_call
 def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(collections):
     """--hold-out figshare, then the union model whose card shows that run's figures."""
     import train
+    from detector.plane import HEAD_CT
+
+    require(HEAD_CT.is_file(), f"the plane gate's CT, {HEAD_CT} (apt-get install invesalius-examples)")
 
     roots = [str(collections / c) for c in ("br35h", "sartaj", "figshare", "ms")]
     tiny = ["--epochs", "1", "--ae-epochs", "1", "--image-size", "32", "--verbose", "0"]

@@ -102,6 +102,19 @@ def test_the_header_wins_over_the_gate(tmp_path):
     assert BrainTumorDetector.from_pretrained(tmp_path / "older").plane_gate is None
 
 
+def test_a_gate_put_into_a_detector_is_the_one_it_predicts_with():
+    """benchmarks/plane_gate.py sets detector.plane_gate, then measures through it."""
+    det = tiny_detector()
+    first, second = plane.build_gate(seed=0), plane.build_gate(seed=1)
+    gated = BrainTumorDetector(det.classifier, det.autoencoder, det.config, plane_gate=first)
+    before = gated.predict(brain(128)).plane_probabilities
+    gated.plane_gate = second
+    after = gated.predict(brain(128)).plane_probabilities
+    x = preprocess(brain(128), gated.preprocess_config).x[None].mean(axis=-1, keepdims=True)
+    expected = dict(zip(plane.PLANES, second(x, training=False).numpy()[0].tolist()))
+    assert after == pytest.approx(expected, abs=1e-5) and after != pytest.approx(before, abs=1e-5)
+
+
 def test_set_valued_loss_rewards_either_allowed_plane():
     allowed = plane.masks(["sagittal-or-coronal", "axial"])
     p = np.array([[0.0, 0.5, 0.5, 0.0], [0.5, 0.5, 0.0, 0.0]], np.float32)
