@@ -23,9 +23,9 @@ What it learns from (``gate_examples``):
 The slices of the union follow the classifier's split (by cluster, so by
 patient); the extras are split by source: template cuts and the CT volume
 train only, pictures by picture, sartaj's CT slices test only (several are
-copies of each other, so they cannot be split by file). The network sees the classifier's input
-averaged to grey, resized to GATE_SIZE and standardised per slice, so it does
-not depend on the classifier's size or intensity scaling.
+copies of each other, so they cannot be split by file). The network sees the
+classifier's input averaged to grey, resized to GATE_SIZE and standardised
+per slice, so it does not depend on the classifier's size or intensity scaling.
 """
 
 from __future__ import annotations
@@ -338,11 +338,11 @@ def head_ct_cuts(side: int, rng: np.random.Generator, per_plane=(160, 30, 30), p
     """HEAD_CT cut axially, sagittally and coronally at random levels, each under a
     random CT window, exported as a JPEG. Returns (uint8 squares, labels: "not MRI")."""
     volume, spacing = read_inv3(path)  # (z, y, x), z from the skull base up
-    extent = np.flatnonzero((volume > 0).any(axis=(1, 2)))
     squares = []
     for axis, n in zip((0, 2, 1), per_plane):  # axial, sagittal, coronal
-        ends = np.flatnonzero((volume > 0).any(axis=tuple(a for a in range(3) if a != axis)))
-        lo, hi = (extent[0], extent[-1]) if axis == 0 else (ends[0], ends[-1])
+        # The head's extent along the axis (HU > 0: tissue, bone), less 10 % at each end.
+        head = np.flatnonzero((volume > 0).any(axis=tuple(a for a in range(3) if a != axis)))
+        lo, hi = head[0], head[-1]
         for level in rng.integers(lo + 0.1 * (hi - lo), hi - 0.1 * (hi - lo), n):
             cut = np.take(volume, level, axis=axis).astype(np.float32)
             if axis == 0:

@@ -287,7 +287,7 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(c
     import train
     from detector.plane import HEAD_CT
 
-    require(HEAD_CT.is_file(), f"the plane gate's CT, {HEAD_CT} (apt-get install invesalius-examples)")
+    require(HEAD_CT.is_file(), f"{HEAD_CT}: apt-get install invesalius-examples")
 
     roots = [str(collections / c) for c in ("br35h", "sartaj", "figshare", "ms")]
     tiny = ["--epochs", "1", "--ae-epochs", "1", "--image-size", "32", "--verbose", "0"]
