@@ -5,7 +5,11 @@ an existing model directory, or measure the one there again (new hand labels):
         --cache-dir runs/cache --exclude label_exclusions.txt --into pretrained [--measure-only]
 
 train.py fits the gate with the rest; this is for a model directory made
-before the gate, or after its labels or recipe changed. The figures that
+before the gate, or after its labels or recipe changed. To compare gate
+recipes, fit one several times on the model's own split and keep nothing:
+
+    python benchmarks/plane_gate.py ... --into pretrained --gate-seed S --dry-run
+ The figures that
 depend on the gate (the share of val and test slices flagged, the test
 answers, the slices it passes) are read again with the new one; pass the
 --exclude file the model was trained with. The directory is replaced
@@ -31,7 +35,14 @@ from detector.plane import (
     record,
     sartaj_folder,
 )
-from train import evaluate_on_test, flag_rates, make_split, read_exclusions, save_atomically
+from train import (
+    evaluate_on_test,
+    flag_rates,
+    fmt_percent,
+    make_split,
+    read_exclusions,
+    save_atomically,
+)
 
 
 def main(argv=None) -> int:
@@ -44,7 +55,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--exclude", type=Path, help="the model's train.py --exclude file")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="train.py's --seed: the split")
+    parser.add_argument("--gate-seed", type=int, help="the gate's own seed (default: --seed)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the figures, leave the directory as it is"
+    )
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument(
         "--measure-only",
@@ -57,8 +72,9 @@ def main(argv=None) -> int:
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
     split, _ = make_split(slices, slices.clusters(), args.seed)  # train.py's split of the union
     gate = detector.plane_gate if args.measure_only else None
+    gate_seed = args.seed if args.gate_seed is None else args.gate_seed
     fitted = fit_plane_gate(
-        slices, split, cfg, sartaj_folder(args.data), args.seed, epochs=args.epochs, gate=gate
+        slices, split, cfg, sartaj_folder(args.data), gate_seed, epochs=args.epochs, gate=gate
     )
     detector.plane_gate = fitted.gate
     if gate is not None:  # what the kept gate was trained on: unknown here, so as recorded
@@ -67,7 +83,11 @@ def main(argv=None) -> int:
     read_gate_figures_again(detector, slices, split, read_exclusions(args.exclude, slices.names))
     print(format_report(fitted.metrics))
     print(format_old_checks(fitted.metrics["old_checks"]))
-    save_atomically(detector, args.into)
+    m = detector.config["metrics"]
+    print(f"The whole detector flags {fmt_percent(m.get('ood_rate_val_axial'))} of the axial "
+          f"val slices, {fmt_percent(m.get('ood_rate_test_axial'))} of the axial test slices")  # fmt: skip
+    if not args.dry_run:
+        save_atomically(detector, args.into)
     return 0
 
 

@@ -347,6 +347,11 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(c
     for key in ("ood_rate_val", "ood_rate_val_axial", "ood_rate_test", "answers_test",
                 "test_by_subgroup", "plane_gate"):  # fmt: skip
         assert again[key] == config["metrics"][key], key
+    # A dry run fits a new gate, prints its figures and leaves the directory alone.
+    files = {p.name: p.read_bytes() for p in union.iterdir() if p.is_file()}
+    dry_run = ["--into", str(union), "--gate-seed", "1", "--epochs", "1", "--dry-run"]
+    assert plane_gate.main(["--data", *roots, *dry_run]) == 0
+    assert {p.name: p.read_bytes() for p in union.iterdir() if p.is_file()} == files
     # A model that held nothing out has no held-out figures to give.
     with pytest.raises(ValueError, match="--hold-out"):
         train.main(
