@@ -9,8 +9,13 @@ before the gate, or after its labels or recipe changed. To compare gate
 recipes, fit one several times on the model's own split and keep nothing:
 
     python benchmarks/plane_gate.py ... --into pretrained --gate-seed S --dry-run
- The figures that
-depend on the gate (the share of val and test slices flagged, the test
+
+and on a collection the gate never saw (train.py --hold-out's split; only the
+gate's own figures, the held-out collection whole as its test):
+
+    python benchmarks/plane_gate.py ... --into pretrained --hold-out sartaj --gate-seed S --dry-run
+
+The figures that depend on the gate (the share of val and test slices flagged, the test
 answers, the slices it passes) are read again with the new one; pass the
 --exclude file the model was trained with. The directory is replaced
 atomically, as train.py writes it.
@@ -60,6 +65,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--dry-run", action="store_true", help="print the figures, leave the directory as it is"
     )
+    parser.add_argument(
+        "--hold-out", metavar="COLLECTION",
+        help="fit on train.py --hold-out's split and test on that collection whole (--dry-run)",
+    )  # fmt: skip
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument(
         "--measure-only",
@@ -67,15 +76,20 @@ def main(argv=None) -> int:
         help="keep the model's gate: choose its threshold and measure it again",
     )
     args = parser.parse_args(argv)
+    if args.hold_out and not (args.dry_run and not args.measure_only):
+        parser.error("--hold-out fits a new gate on another split: add --dry-run")
     detector = BrainTumorDetector.from_pretrained(args.into)
     cfg = detector.preprocess_config  # as train.py fits the gate: on the detector's inputs
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
-    split, _ = make_split(slices, slices.clusters(), args.seed)  # train.py's split of the union
+    split, _ = make_split(slices, slices.clusters(), args.seed, args.hold_out)  # train.py's
     gate = detector.plane_gate if args.measure_only else None
     gate_seed = args.seed if args.gate_seed is None else args.gate_seed
     fitted = fit_plane_gate(
         slices, split, cfg, sartaj_folder(args.data), gate_seed, epochs=args.epochs, gate=gate
     )
+    if args.hold_out:  # the detector's figures are of its own split, not this one
+        print(format_report(fitted.metrics))
+        return 0
     detector.plane_gate = fitted.gate
     if gate is not None:  # what the kept gate was trained on: unknown here, so as recorded
         fitted.metrics["train"] = detector.config["metrics"]["plane_gate"]["train"]

@@ -282,7 +282,9 @@ def test_axial_only_training_keeps_slices_labelled_axial_and_those_the_gate_call
 
 
 @pytest.mark.slow
-def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(collections):
+def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(
+    collections, capsys
+):
     """--hold-out figshare, then the union model whose card shows that run's figures."""
     import train
     from detector.plane import HEAD_CT
@@ -351,6 +353,13 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(c
     files = {p.name: p.read_bytes() for p in union.iterdir() if p.is_file()}
     dry_run = ["--into", str(union), "--gate-seed", "1", "--epochs", "1", "--dry-run"]
     assert plane_gate.main(["--data", *roots, *dry_run]) == 0
+    # ... and on a held-out split, the gate's figures on that collection whole.
+    assert plane_gate.main(["--data", *roots, *dry_run, "--hold-out", "figshare"]) == 0
+    report = capsys.readouterr().out.split("Flag when")[-1]
+    assert "Confusion matrix" in report
+    assert not any(f"axial {c} " in report for c in ("br35h", "sartaj", "ms"))
+    with pytest.raises(SystemExit):  # it fits a new gate on another split: a dry run only
+        plane_gate.main(["--data", *roots, "--into", str(union), "--hold-out", "figshare"])
     assert {p.name: p.read_bytes() for p in union.iterdir() if p.is_file()} == files
     # A model that held nothing out has no held-out figures to give.
     with pytest.raises(ValueError, match="--hold-out"):

@@ -136,7 +136,7 @@ def test_a_target_with_nothing_to_measure_is_neither_met_nor_missed():
     assert report.splitlines()[-1].endswith("0       -  -")
 
 
-# ------------------------------------------------------------------ CT to learn from
+# ------------------------------------------------------------------ volumes to learn from
 def test_the_head_ct_reads_in_hounsfield_units_and_is_cut_in_every_plane():
     require(plane.HEAD_CT.is_file(), f"{plane.HEAD_CT}: apt-get install invesalius-examples")
     volume, spacing = plane.read_inv3(plane.HEAD_CT)
@@ -151,6 +151,22 @@ def test_the_head_ct_reads_in_hounsfield_units_and_is_cut_in_every_plane():
 def test_without_the_head_ct_the_gate_says_what_to_install(tmp_path):
     with pytest.raises(FileNotFoundError, match="apt-get install invesalius-examples"):
         plane.head_ct_cuts(32, np.random.default_rng(0), path=tmp_path / "Cranium.inv3")
+
+
+def test_a_volume_is_cut_in_each_plane_with_the_head_upright():
+    # An ellipsoid 20 / 40 / 60 voxels across x, y, z (RAS) with a bright cap on top
+    # (z > 10): each plane's cut has the shape of its two axes, and its top up.
+    x, y, z = np.ogrid[-40:40, -40:40, -40:40]
+    volume = ((x / 10) ** 2 + (y / 20) ** 2 + (z / 30) ** 2 <= 1) * np.where(z > 10, 2.0, 1.0)
+    found = list(plane.cuts(volume, np.random.default_rng(0), per_plane=4))
+    assert [p for p, _ in found] == ["axial"] * 4 + ["sagittal"] * 4 + ["coronal"] * 4
+    for p, cut in found:
+        rows, cols = np.nonzero(cut)
+        assert np.ptp(cols) / np.ptp(rows) == pytest.approx(
+            {"axial": 10 / 20, "sagittal": 20 / 30, "coronal": 10 / 30}[p], rel=0.15
+        )
+        if p != "axial":  # the cap is in the top rows
+            assert cut[rows.min() + 1].max() == 2 and cut[rows.max() - 1].max() == 1
 
 
 # ------------------------------------------------------------------ the trained gate
