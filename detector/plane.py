@@ -289,17 +289,12 @@ class GateFit(NamedTuple):
 
 # ------------------------------------------------------------------ extras
 def template_cuts(side: int, rng: np.random.Generator, per_plane: int = 250):
-    """MNI152 (skull-stripped) cut in each plane, made to look like exported JPEGs.
+    """MNI152 (skull-stripped) ``cuts``, each made to look like an exported JPEG.
     Returns (uint8 squares, labels)."""
     from nilearn.datasets import load_mni152_template
 
-    return volume_cuts(load_mni152_template().get_fdata(), side, rng, per_plane)
-
-
-def volume_cuts(volume: np.ndarray, side: int, rng: np.random.Generator, per_plane: int):
-    """``cuts`` of a volume, each made to look like an exported JPEG. Returns (squares, labels)."""
     squares, labels = [], []
-    for plane, cut in cuts(volume, rng, per_plane):
+    for plane, cut in cuts(load_mni152_template().get_fdata(), rng, per_plane):
         square = _square(exported_look(cut, rng), side)
         if square is not None:
             squares.append(square), labels.append(plane)
@@ -310,10 +305,9 @@ def cuts(volume: np.ndarray, rng: np.random.Generator, per_plane: int):
     """A RAS volume (x sagittal, y coronal, z axial) cut in each plane at random levels
     through the middle 70 % of the head, anterior or superior at the top: (plane, 2-D cut)
     pairs."""
+    floor = 0.1 * volume.max()  # what is head, not background
     for axis, plane in ((2, "axial"), (0, "sagittal"), (1, "coronal")):
-        extent = np.flatnonzero(
-            volume.max(axis=tuple(a for a in range(3) if a != axis)) > 0.1 * volume.max()
-        )
+        extent = np.flatnonzero(volume.max(axis=tuple(a for a in range(3) if a != axis)) > floor)
         for level in rng.integers(
             extent[0] + 0.15 * len(extent), extent[-1] - 0.15 * len(extent), per_plane
         ):
