@@ -56,6 +56,9 @@ def measure(model_dir: Path, data: Path, repeats: int, batch: int) -> dict:
         detector.classifier.predict(x[None], verbose=0)
         keras_predict.append((time.perf_counter() - started) * 1000)
 
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before a second copy
+    gate_ms = gate_cost(model_dir, files, repeats) if detector.plane_gate is not None else None
+
     config = detector.config
     test = config["metrics"]["test"]
     return {
@@ -69,21 +72,45 @@ def measure(model_dir: Path, data: Path, repeats: int, batch: int) -> dict:
         "p95_ms": float(np.percentile(single, 95)),
         "cnn_model_predict_p50_ms": float(np.percentile(keras_predict, 50)),
         "batch_per_s": throughput,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "gate_ms": gate_ms,
+        "peak_rss_mb": peak_rss_mb,
         "size_mb": sum(p.stat().st_size for p in model_dir.glob("*.keras")) / 2**20,
     }
+
+
+def gate_cost(model_dir: Path, files: list[Path], repeats: int) -> tuple[float, float]:
+    """predict p50 (ms) with the plane gate and without it: two copies of the model,
+    called in turn on the same files, so that both see the same machine load."""
+    import numpy as np
+
+    from detector import BrainTumorDetector
+
+    with_gate = BrainTumorDetector.from_pretrained(model_dir)
+    without = BrainTumorDetector.from_pretrained(model_dir)
+    without.plane_gate = None
+    times = {id(with_gate): [], id(without): []}
+    for detector in (with_gate, without):
+        detector.predict(files[0])  # warm-up
+    for path in files[:repeats]:
+        for detector in (with_gate, without):
+            started = time.perf_counter()
+            detector.predict(path)
+            times[id(detector)].append((time.perf_counter() - started) * 1000)
+    return float(np.median(times[id(with_gate)])), float(np.median(times[id(without)]))
 
 
 def table(rows: list[dict]) -> str:
     header = (
         "| model | arch | split | test accuracy | test AUROC | training (s) | predict p50 / p95 (ms) "
-        "| report's way: CNN model.predict p50 (ms) | predict_batch (slices/s) | peak RSS (MB) | weights (MB) |"
+        "| plane gate: predict p50 with / without (ms) | report's way: CNN model.predict p50 (ms) "
+        "| predict_batch (slices/s) | peak RSS (MB) | weights (MB) |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
+        gate = "no gate" if r["gate_ms"] is None else "{:.1f} / {:.1f}".format(*r["gate_ms"])
         lines.append(
             f"| {r['model']} | {r['arch']} | {r['split']} | {r['accuracy']:.3f} | {r['auroc']:.3f} "
-            f"| {r['train_s']} | {r['p50_ms']:.1f} / {r['p95_ms']:.1f} | {r['cnn_model_predict_p50_ms']:.1f} "
+            f"| {r['train_s']} | {r['p50_ms']:.1f} / {r['p95_ms']:.1f} | {gate} | {r['cnn_model_predict_p50_ms']:.1f} "
             f"| {r['batch_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['size_mb']:.1f} |"
         )
     return "\n".join(lines)
