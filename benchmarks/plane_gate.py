@@ -34,12 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector import BrainTumorDetector
 from detector.data import load_slices
 from detector.plane import (
+    GATE_AUGMENT,
     fit_plane_gate,
     format_old_checks,
     format_report,
     record,
     sartaj_folder,
 )
+from detector.training import AUGMENTATIONS
 from train import (
     evaluate_on_test,
     flag_rates,
@@ -70,6 +72,7 @@ def main(argv=None) -> int:
         help="fit on train.py --hold-out's split and test on that collection whole (--dry-run)",
     )  # fmt: skip
     parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--augment", choices=AUGMENTATIONS, default=GATE_AUGMENT, help="the gate's")
     parser.add_argument(
         "--measure-only",
         action="store_true",
@@ -85,7 +88,8 @@ def main(argv=None) -> int:
     gate = detector.plane_gate if args.measure_only else None
     gate_seed = args.seed if args.gate_seed is None else args.gate_seed
     fitted = fit_plane_gate(
-        slices, split, cfg, sartaj_folder(args.data), gate_seed, epochs=args.epochs, gate=gate
+        slices, split, cfg, sartaj_folder(args.data), gate_seed, epochs=args.epochs, gate=gate,
+        augment=args.augment,
     )
     if args.hold_out:  # the detector's figures are of its own split, not this one
         print(format_report(fitted.metrics))

@@ -50,6 +50,10 @@ from .ood import DEFAULT_PLANE_THRESHOLD, failed_checks
 
 PLANES = ("axial", "sagittal", "coronal", "not MRI")
 GATE_SIZE = 64
+# The classifier's augmentations (detector.training.AUGMENTATIONS) the gate trains with:
+# "sequence" changes which tissue is bright, so that the plane is learnt from shapes, not
+# from a collection's look (ahead of "geometric" on held-out sartaj; README, Plane gate).
+GATE_AUGMENT = "sequence"
 # Which of PLANES each label allows.
 ALLOWED = {
     "axial": ("axial",),
@@ -119,21 +123,23 @@ def masks(labels) -> np.ndarray:
     return np.array([[p in ALLOWED[label] for p in PLANES] for label in labels], np.float32)
 
 
-def fit(x, labels, x_val, labels_val, *, epochs: int = 16, seed: int = 0, verbose: int = 2):
-    """Train the gate on grey inputs (N, S, S, 1), each class group weighted equally."""
+def fit(x, labels, x_val, labels_val, *, epochs: int = 16, seed: int = 0, verbose: int = 2,
+        augment: str = GATE_AUGMENT):  # fmt: skip
+    """Train the gate on grey inputs (N, S, S, 1) in [0, 1], each class group weighted
+    equally, augmented as the classifier is (detector.training.AUGMENTATIONS)."""
     import keras
 
-    from .training import augmenter
+    from .training import augmented_batches
 
     gate = build_gate(seed)
-    trainer = keras.Sequential([augmenter(seed), gate])
     steps = epochs * -(-len(x) // 64)
     schedule = keras.optimizers.schedules.CosineDecay(2e-3, steps)
-    trainer.compile(optimizer=keras.optimizers.Adam(schedule), loss=set_valued_loss)
+    gate.compile(optimizer=keras.optimizers.Adam(schedule), loss=set_valued_loss)
     # Val loss swings from epoch to epoch (few val slices of some planes): keep the best.
     best = keras.callbacks.EarlyStopping(patience=epochs, restore_best_weights=True)
-    trainer.fit(
-        x, masks(labels), sample_weight=_balanced_weights(labels), epochs=epochs, batch_size=64,
+    train = augmented_batches(x, masks(labels), _balanced_weights(labels), 64, seed, augment)
+    gate.fit(
+        train, epochs=epochs,
         validation_data=(x_val, masks(labels_val), _balanced_weights(labels_val)),
         callbacks=[best], verbose=verbose,
     )  # fmt: skip
@@ -212,7 +218,8 @@ def hand_labels() -> dict[str, str]:
 
 # ------------------------------------------------------------------ training
 def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | None, seed: int = 0,
-                   max_axial: int = 3000, epochs: int = 16, verbose: int = 2, gate=None) -> GateFit:  # fmt: skip
+                   max_axial: int = 3000, epochs: int = 16, verbose: int = 2, gate=None,
+                   augment: str = GATE_AUGMENT) -> GateFit:  # fmt: skip
     """Train the gate on the classifier's split of the union plus the extras, choose
     its threshold on val, and read test once. ``sartaj``: the folder whose
     views.csv lists CT slices (None: no CT examples). ``gate``: a trained gate
@@ -241,7 +248,7 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
         gate = fit(
             np.concatenate([x[train], x_extra]), [planes[i] for i in train] + labels_extra,
             x[part["val"]], [planes[i] for i in part["val"]], epochs=epochs, seed=seed,
-            verbose=verbose,
+            verbose=verbose, augment=augment,
         )  # fmt: skip
     # At most 3 % of val's axial slices of the targets' collections flagged (ms/ holds
     # every level down to the skull base: reported, not tuned for); never under
@@ -269,7 +276,7 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
     metrics = {
         "threshold": threshold,
         "test_examples": examples,
-        "train": {"union": len(train), "made": len(labels_extra)},
+        "train": {"union": len(train), "made": len(labels_extra), "augment": augment},
         "confusion": confusion(labels, predicted),
         **flag_table(groups, [v != "axial" for v in predicted], refused),
     }

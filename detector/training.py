@@ -67,9 +67,10 @@ def sequence_look(x, seed: int, knots: int = 6, share: float = 0.5):
     tissue is bright (CSF is dark on T1 and FLAIR, bright on T2), not only in
     gamma, so a monotone curve cannot turn one into another. The curve is
     piecewise linear through ``knots`` random levels, mixed with the slice's
-    own contrast in a random proportion; the background stays black. Screened
-    on held-out collections and not adopted: more tumours found, more healthy
-    slices called tumour, AUROC no better (README).
+    own contrast in a random proportion; the background stays black. For the
+    classifier, screened on held-out collections and not adopted: more tumours
+    found, more healthy slices called tumour, AUROC no better (README). The
+    plane gate trains with it (plane.GATE_AUGMENT).
     """
     import tensorflow as tf
 
@@ -125,7 +126,7 @@ def random_texture(x, seed: int, depth: int = 4, width: int = 4, share: float = 
     return tf.clip_by_value(tf.where(chosen, mixed, x), 0.0, 1.0)
 
 
-def _dataset(x, y, weights, batch_size: int, seed: int, augment: str):
+def augmented_batches(x, y, weights, batch_size: int, seed: int, augment: str):
     """Shuffled, batched (slices, targets, loss weights), the slices augmented."""
     import tensorflow as tf
 
@@ -231,7 +232,7 @@ def _fit(
             keras.callbacks.EarlyStopping("val_loss", patience=epochs, restore_best_weights=True)
         )
     history = model.fit(
-        _dataset(x, targets(y), weights, batch_size, seed, augment),
+        augmented_batches(x, targets(y), weights, batch_size, seed, augment),
         validation_data=validation,
         epochs=epochs,
         callbacks=callbacks,
