@@ -85,18 +85,18 @@ def gate_cost(model_dir: Path, files: list[Path], repeats: int) -> tuple[float, 
 
     from detector import BrainTumorDetector
 
-    with_gate = BrainTumorDetector.from_pretrained(model_dir)
-    without = BrainTumorDetector.from_pretrained(model_dir)
-    without.plane_gate = None
-    times = {id(with_gate): [], id(without): []}
-    for detector in (with_gate, without):
+    detectors = {"with": BrainTumorDetector.from_pretrained(model_dir),
+                 "without": BrainTumorDetector.from_pretrained(model_dir)}  # fmt: skip
+    detectors["without"].plane_gate = None
+    times = {name: [] for name in detectors}
+    for detector in detectors.values():
         detector.predict(files[0])  # warm-up
     for path in files[:repeats]:
-        for detector in (with_gate, without):
+        for name, detector in detectors.items():
             started = time.perf_counter()
             detector.predict(path)
-            times[id(detector)].append((time.perf_counter() - started) * 1000)
-    return float(np.median(times[id(with_gate)])), float(np.median(times[id(without)]))
+            times[name].append((time.perf_counter() - started) * 1000)
+    return float(np.median(times["with"])), float(np.median(times["without"]))
 
 
 def table(rows: list[dict]) -> str:
