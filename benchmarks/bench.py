@@ -57,7 +57,7 @@ def measure(model_dir: Path, data: Path, repeats: int, batch: int) -> dict:
         keras_predict.append((time.perf_counter() - started) * 1000)
 
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before a second copy
-    gate_ms = gate_cost(model_dir, files, repeats) if detector.plane_gate is not None else None
+    gate_ms = gate_cost(detector, model_dir, files, repeats) if detector.plane_gate is not None else None
 
     config = detector.config
     test = config["metrics"]["test"]
@@ -78,23 +78,23 @@ def measure(model_dir: Path, data: Path, repeats: int, batch: int) -> dict:
     }
 
 
-def gate_cost(model_dir: Path, files: list[Path], repeats: int) -> tuple[float, float]:
-    """predict p50 (ms) with the plane gate and without it: two copies of the model,
-    called in turn on the same files, so that both see the same machine load."""
+def gate_cost(detector, model_dir: Path, files: list[Path], repeats: int) -> tuple[float, float]:
+    """predict p50 (ms) with the plane gate and without it: ``detector`` (warm) and a
+    second copy of it without its gate, called in turn on the same files, so that
+    both see the same machine load."""
     import numpy as np
 
     from detector import BrainTumorDetector
 
-    detectors = {"with": BrainTumorDetector.from_pretrained(model_dir),
-                 "without": BrainTumorDetector.from_pretrained(model_dir)}  # fmt: skip
-    detectors["without"].plane_gate = None
+    without = BrainTumorDetector.from_pretrained(model_dir)
+    without.plane_gate = None
+    without.predict(files[0])  # warm-up
+    detectors = {"with": detector, "without": without}
     times = {name: [] for name in detectors}
-    for detector in detectors.values():
-        detector.predict(files[0])  # warm-up
     for path in files[:repeats]:
-        for name, detector in detectors.items():
+        for name, d in detectors.items():
             started = time.perf_counter()
-            detector.predict(path)
+            d.predict(path)
             times[name].append((time.perf_counter() - started) * 1000)
     return float(np.median(times["with"])), float(np.median(times["without"]))
 
