@@ -52,24 +52,31 @@ def main(argv=None) -> int:
     figshare = np.flatnonzero(slices.in_collection("figshare"))
     clusters = slices.clusters()  # groups of near-duplicates and patients, found once
     augment = args.augment or recipe.type_augment
-    fit = lambda train, val: fit_type_classifier(
+    fit = lambda train, val, seed=args.seed: fit_type_classifier(
         (x[train], types[train]), (x[val], types[val]), classes=len(TUMOR_TYPES),
-        epochs=args.epochs or recipe.type_epochs, batch_size=recipe.batch_size, seed=args.seed,
+        epochs=args.epochs or recipe.type_epochs, batch_size=recipe.batch_size, seed=seed,
         augment=augment, verbose=0,
     )  # fmt: skip
     results = {"recipe": {"image_size": cfg.image_size, "epochs": args.epochs or recipe.type_epochs,
-                          "augment": augment, "seed": args.seed}, "published": PUBLISHED}  # fmt: skip
+                          "augment": augment, "seed": args.seed, "members": args.members,
+                          "with_sartaj": args.with_sartaj}, "published": PUBLISHED}  # fmt: skip
 
     folds = cv_folds(slices, figshare, args.data)
     results["cv"] = []
+    # --with-sartaj: sartaj's tumours that are not copies of figshare slices also train
+    # (the bundled network learns from both); never tested on, so each fold stays figshare's.
+    extra = sartaj_tumours_apart_from(slices, clusters, figshare) if args.with_sartaj else []
     for fold in args.folds:
         test, rest = figshare[folds == fold], figshare[folds != fold]
-        train, val = split_patients(slices, clusters, rest, args.seed)
-        model, history = fit(train, val)
-        metrics = score(model, x, types, test)
+        train, val = split_patients(slices, clusters, np.concatenate([rest, extra]).astype(int), args.seed)
+        members = [fit(train, val, args.seed + m) for m in range(args.members)]
+        metrics = score([model for model, _ in members], x, types, test)
         # The kept epoch's val accuracy: what a recipe may be chosen on (never the fold).
-        val_accuracy = history["val_accuracy"][int(np.argmin(history["val_loss"]))]
-        results["cv"].append({"fold": fold, "val_accuracy": val_accuracy, **metrics})
+        val_accuracy = float(np.mean(
+            [h["val_accuracy"][int(np.argmin(h["val_loss"]))] for _, h in members]
+        ))  # fmt: skip
+        each = [score([model], x, types, test)["accuracy"]["value"] for model, _ in members]
+        results["cv"].append({"fold": fold, "val_accuracy": val_accuracy, "member_accuracy": each, **metrics})
         print(f"fold {fold}: accuracy {metrics['accuracy']['value']:.3f}, "
               f"macro-F1 {metrics['macro_f1']['value']:.3f} (val accuracy {val_accuracy:.3f})", flush=True)  # fmt: skip
     results["cv_summary"] = summarise(results["cv"])
@@ -81,7 +88,7 @@ def main(argv=None) -> int:
                                             (sartaj_only, figshare, "figshare <- sartaj")):  # fmt: skip
             train, val = split_patients(slices, clusters, train_side, args.seed)
             metrics = results["cross_collection"][name] = score(
-                fit(train, val)[0], x, types, test_side
+                [fit(train, val, args.seed + m)[0] for m in range(args.members)], x, types, test_side
             )
             print(
                 f"{name}: accuracy {metrics['accuracy']['value']:.3f} on {len(test_side)}",
@@ -110,6 +117,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--augment", choices=AUGMENTATIONS, help="default: train.py's recipe")
     parser.add_argument("--image-size", type=int, help="input side; default: train.py's recipe")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--with-sartaj", action="store_true",
+                        help="5-fold: also train on sartaj's tumours that are not copies of figshare's")  # fmt: skip
+    parser.add_argument("--members", type=int, default=1,
+                        help="networks per fold (seeds SEED, SEED+1, ...), probabilities averaged")  # fmt: skip
     parser.add_argument(
         "--no-cross", dest="cross", action="store_false", help="only the 5-fold figures"
     )
@@ -140,9 +151,13 @@ def sartaj_tumours_apart_from(slices, clusters: np.ndarray, figshare: np.ndarray
     return sartaj[~np.isin(clusters[sartaj], clusters[figshare])]
 
 
-def score(model, x: np.ndarray, types: np.ndarray, test: np.ndarray) -> dict:
-    """type_metrics of the network on ``test``, averaged with the mirror image as the detector does."""
-    p = (model.predict(x[test], verbose=0) + model.predict(x[test][:, :, ::-1], verbose=0)) / 2
+def score(models, x: np.ndarray, types: np.ndarray, test: np.ndarray) -> dict:
+    """type_metrics of the networks on ``test``: their probabilities averaged, each over
+    the slice and its mirror image as the detector does."""
+    p = np.mean(
+        [(m.predict(x[test], verbose=0) + m.predict(x[test][:, :, ::-1], verbose=0)) / 2 for m in models],
+        axis=0,
+    )  # fmt: skip
     return type_metrics(types[test], p, list(TUMOR_TYPES))
 
 
