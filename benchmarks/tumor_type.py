@@ -76,7 +76,8 @@ def main(argv=None) -> int:
             [h["val_accuracy"][int(np.argmin(h["val_loss"]))] for _, h in members]
         ))  # fmt: skip
         each = [score([model], x, types, test)["accuracy"]["value"] for model, _ in members]
-        results["cv"].append({"fold": fold, "val_accuracy": val_accuracy, "member_accuracy": each, **metrics})
+        results["cv"].append({"fold": fold, "train_slices": len(train), "val_accuracy": val_accuracy,
+                              "member_accuracy": each, **metrics})  # fmt: skip
         print(f"fold {fold}: accuracy {metrics['accuracy']['value']:.3f}, "
               f"macro-F1 {metrics['macro_f1']['value']:.3f} (val accuracy {val_accuracy:.3f})", flush=True)  # fmt: skip
     results["cv_summary"] = summarise(results["cv"])

@@ -184,3 +184,19 @@ def test_cross_validation_follows_figshare_folds_and_patients(typed_collections,
     # sartaj's tumours here are no copies of figshare's: all are tested.
     assert results["cross_collection"]["sartaj <- figshare"]["n"] == 3 * 14
     assert results["cross_collection"]["figshare <- sartaj"]["n"] == 60
+
+
+@pytest.mark.slow
+def test_cross_validation_averages_members_and_may_train_on_sartaj_too(typed_collections, tmp_path):
+    from benchmarks import tumor_type
+
+    data = [str(typed_collections / "figshare"), str(typed_collections / "sartaj")]
+    common = ["--data", *data, "--folds", "1", "--epochs", "1", "--image-size", "32", "--no-cross"]
+    assert tumor_type.main([*common, "--out", str(tmp_path / "one.json")]) == 0
+    argv = [*common, "--out", str(tmp_path / "two.json"), "--members", "2", "--with-sartaj"]
+    assert tumor_type.main(argv) == 0
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text())["cv"][0] for n in ("one", "two"))
+    assert len(one["member_accuracy"]) == 1 and len(two["member_accuracy"]) == 2
+    # sartaj's 42 tumours train (and val) too; the fold still tests figshare's patients only.
+    assert one["n"] == two["n"] == 12
+    assert 0 < two["train_slices"] - one["train_slices"] <= 42
