@@ -65,19 +65,20 @@ def main(argv=None) -> int:
     results["cv"] = []
     # --with-sartaj: sartaj's tumours that are not copies of figshare slices also train
     # (the bundled network learns from both); never tested on, so each fold stays figshare's.
-    extra = sartaj_tumours_apart_from(slices, clusters, figshare) if args.with_sartaj else []
+    extra = sartaj_tumours_apart_from(slices, clusters, figshare) if args.with_sartaj else figshare[:0]
     for fold in args.folds:
         test, rest = figshare[folds == fold], figshare[folds != fold]
-        train, val = split_patients(slices, clusters, np.concatenate([rest, extra]).astype(int), args.seed)
+        train, val = split_patients(slices, clusters, np.concatenate([rest, extra]), args.seed)
         members = [fit(train, val, args.seed + m) for m in range(args.members)]
-        metrics = score([model for model, _ in members], x, types, test)
+        each = [mirrored_probabilities(model, x[test]) for model, _ in members]
+        metrics = type_metrics(types[test], np.mean(each, axis=0), list(TUMOR_TYPES))
         # The kept epoch's val accuracy: what a recipe may be chosen on (never the fold).
         val_accuracy = float(np.mean(
             [h["val_accuracy"][int(np.argmin(h["val_loss"]))] for _, h in members]
         ))  # fmt: skip
-        each = [score([model], x, types, test)["accuracy"]["value"] for model, _ in members]
+        member_accuracy = [float(np.mean(p.argmax(axis=1) == types[test])) for p in each]
         results["cv"].append({"fold": fold, "train_slices": len(train), "val_accuracy": val_accuracy,
-                              "member_accuracy": each, **metrics})  # fmt: skip
+                              "member_accuracy": member_accuracy, **metrics})  # fmt: skip
         print(f"fold {fold}: accuracy {metrics['accuracy']['value']:.3f}, "
               f"macro-F1 {metrics['macro_f1']['value']:.3f} (val accuracy {val_accuracy:.3f})", flush=True)  # fmt: skip
     results["cv_summary"] = summarise(results["cv"])
@@ -152,13 +153,14 @@ def sartaj_tumours_apart_from(slices, clusters: np.ndarray, figshare: np.ndarray
     return sartaj[~np.isin(clusters[sartaj], clusters[figshare])]
 
 
+def mirrored_probabilities(model, x: np.ndarray) -> np.ndarray:
+    """P(each type), averaged over each slice and its mirror image as the detector does."""
+    return (model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)) / 2
+
+
 def score(models, x: np.ndarray, types: np.ndarray, test: np.ndarray) -> dict:
-    """type_metrics of the networks on ``test``: their probabilities averaged, each over
-    the slice and its mirror image as the detector does."""
-    p = np.mean(
-        [(m.predict(x[test], verbose=0) + m.predict(x[test][:, :, ::-1], verbose=0)) / 2 for m in models],
-        axis=0,
-    )  # fmt: skip
+    """type_metrics of the networks on ``test``, their mirrored_probabilities averaged."""
+    p = np.mean([mirrored_probabilities(m, x[test]) for m in models], axis=0)
     return type_metrics(types[test], p, list(TUMOR_TYPES))
 
 
