@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector.card import type_cv_table
 from detector.catalogue import TUMOR_TYPES
 from detector.data import load_slices
-from detector.evaluation import type_metrics
+from detector.evaluation import mirrored_probabilities, type_metrics
+from detector.models import members_of
 from detector.training import AUGMENTATIONS, fit_type_classifier
 from preprocessing import PreprocessConfig
 from train import RECIPES
@@ -52,10 +53,10 @@ def main(argv=None) -> int:
     figshare = np.flatnonzero(slices.in_collection("figshare"))
     clusters = slices.clusters()  # groups of near-duplicates and patients, found once
     augment = args.augment or recipe.type_augment
-    fit = lambda train, val, seed=args.seed: fit_type_classifier(
+    fit = lambda train, val: fit_type_classifier(
         (x[train], types[train]), (x[val], types[val]), classes=len(TUMOR_TYPES),
-        epochs=args.epochs or recipe.type_epochs, batch_size=recipe.batch_size, seed=seed,
-        augment=augment, verbose=0,
+        epochs=args.epochs or recipe.type_epochs, batch_size=recipe.batch_size, seed=args.seed,
+        augment=augment, members=args.members, verbose=0,
     )  # fmt: skip
     results = {"recipe": {"image_size": cfg.image_size, "epochs": args.epochs or recipe.type_epochs,
                           "augment": augment, "seed": args.seed, "members": args.members,
@@ -69,12 +70,12 @@ def main(argv=None) -> int:
     for fold in args.folds:
         test, rest = figshare[folds == fold], figshare[folds != fold]
         train, val = split_patients(slices, clusters, np.concatenate([rest, extra]), args.seed)
-        members = [fit(train, val, args.seed + m) for m in range(args.members)]
-        each = [mirrored_probabilities(model, x[test]) for model, _ in members]
+        network, histories = fit(train, val)
+        each = [mirrored_probabilities(member, x[test]) for member in members_of(network)]
         metrics = type_metrics(types[test], np.mean(each, axis=0), list(TUMOR_TYPES))
         # The kept epoch's val accuracy: what a recipe may be chosen on (never the fold).
         val_accuracy = float(np.mean(
-            [h["val_accuracy"][int(np.argmin(h["val_loss"]))] for _, h in members]
+            [h["val_accuracy"][int(np.argmin(h["val_loss"]))] for h in histories]
         ))  # fmt: skip
         member_accuracy = [float(np.mean(p.argmax(axis=1) == types[test])) for p in each]
         results["cv"].append({"fold": fold, "train_slices": len(train), "val_accuracy": val_accuracy,
@@ -89,9 +90,10 @@ def main(argv=None) -> int:
         for train_side, test_side, name in ((figshare, sartaj_only, "sartaj <- figshare"),
                                             (sartaj_only, figshare, "figshare <- sartaj")):  # fmt: skip
             train, val = split_patients(slices, clusters, train_side, args.seed)
-            metrics = results["cross_collection"][name] = score(
-                [fit(train, val, args.seed + m)[0] for m in range(args.members)], x, types, test_side
-            )
+            metrics = results["cross_collection"][name] = type_metrics(
+                types[test_side], mirrored_probabilities(fit(train, val)[0], x[test_side]),
+                list(TUMOR_TYPES),
+            )  # fmt: skip
             print(
                 f"{name}: accuracy {metrics['accuracy']['value']:.3f} on {len(test_side)}",
                 flush=True,
@@ -121,8 +123,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--with-sartaj", action="store_true",
                         help="5-fold: also train on sartaj's tumours that are not copies of figshare's")  # fmt: skip
-    parser.add_argument("--members", type=int, default=1,
-                        help="networks per fold (seeds SEED, SEED+1, ...), probabilities averaged")  # fmt: skip
+    parser.add_argument("--members", type=int, default=RECIPES["default"].type_members,
+                        help="networks per fold (seeds SEED, SEED+1, ...), probabilities averaged; "
+                             "default: train.py's recipe")  # fmt: skip
     parser.add_argument(
         "--no-cross", dest="cross", action="store_false", help="only the 5-fold figures"
     )
@@ -151,17 +154,6 @@ def sartaj_tumours_apart_from(slices, clusters: np.ndarray, figshare: np.ndarray
     """sartaj's typed tumour slices grouped with no figshare slice (not copies of one)."""
     sartaj = np.flatnonzero(slices.in_collection("sartaj") & (slices.type_indices() >= 0))
     return sartaj[~np.isin(clusters[sartaj], clusters[figshare])]
-
-
-def mirrored_probabilities(model, x: np.ndarray) -> np.ndarray:
-    """P(each type), averaged over each slice and its mirror image as the detector does."""
-    return (model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)) / 2
-
-
-def score(models, x: np.ndarray, types: np.ndarray, test: np.ndarray) -> dict:
-    """type_metrics of the networks on ``test``, their mirrored_probabilities averaged."""
-    p = np.mean([mirrored_probabilities(m, x[test]) for m in models], axis=0)
-    return type_metrics(types[test], p, list(TUMOR_TYPES))
 
 
 def summarise(folds: list[dict]) -> dict:

@@ -102,34 +102,16 @@ class BrainTumorDetector(
         plane_gate=None,
         type_classifier=None,
     ):
-        import tensorflow as tf
-
         self.classifier = classifier
         self.autoencoder = autoencoder
-        self.type_classifier = type_classifier
-        self.tumor_types = (
-            list(config.get("tumor_types", [])) if type_classifier is not None else []
-        )
         self.config = config
         self.assets = dict(assets or {})
         self.ood = dict(ood or {})
         self.preprocess_config = PreprocessConfig.from_dict(config["preprocessing"])
-        self.plane_gate = plane_gate  # compiles the forward pass
-        # The type network reads the same crop at its own, finer size
-        # (config["type_image_size"]): tumour types need more detail than detection.
-        self.type_config = replace(
-            self.preprocess_config,
-            image_size=config.get("type_image_size", self.preprocess_config.image_size),
-        )
-        side, channels = self.type_config.image_size, self.type_config.channels
-        self._type_forward = None
-        if type_classifier is not None:
-            self._type_forward = tf.function(
-                lambda x: self._tta(type_classifier, x),
-                input_signature=[tf.TensorSpec([None, side, side, channels], tf.float32)],
-            )
         self._grad_cams = {}  # compiled on the first explanation: predict-only users pay nothing
         self._grad_cam_lock = threading.Lock()
+        self.plane_gate = plane_gate  # compiles the forward pass
+        self.type_classifier = type_classifier  # and the type network's
 
     @property
     def plane_gate(self):
@@ -156,6 +138,32 @@ class BrainTumorDetector(
         self._forward = tf.function(
             forward, input_signature=[tf.TensorSpec([None, size, size, channels], tf.float32)]
         )
+
+    @property
+    def type_classifier(self):
+        return self._type_classifier
+
+    @type_classifier.setter
+    def type_classifier(self, network) -> None:
+        """A new type network (benchmarks/type_network.py puts one in) needs its own
+        compiled forward pass and Grad-CAM. It reads the same crop at its own, finer
+        size (config["type_image_size"]): tumour types need more detail than detection."""
+        import tensorflow as tf
+
+        self._type_classifier = network
+        self.tumor_types = list(self.config.get("tumor_types", [])) if network is not None else []
+        self.type_config = replace(
+            self.preprocess_config,
+            image_size=self.config.get("type_image_size", self.preprocess_config.image_size),
+        )
+        side, channels = self.type_config.image_size, self.type_config.channels
+        self._type_forward = None
+        if network is not None:
+            self._type_forward = tf.function(
+                lambda x: self._tta(network, x),
+                input_signature=[tf.TensorSpec([None, side, side, channels], tf.float32)],
+            )
+        self._grad_cams.pop("type_classifier", None)
 
     def _tta(self, network, x):
         p = network(x, training=False)

@@ -81,6 +81,12 @@ def type_metrics(
     }
 
 
+def mirrored_probabilities(network, x: np.ndarray) -> np.ndarray:
+    """The network's outputs, averaged over each input and its mirror image as the
+    detector does (config["tta_flip"])."""
+    return (network.predict(x, verbose=0) + network.predict(x[:, :, ::-1], verbose=0)) / 2
+
+
 def pointing_game(heat_maps: np.ndarray, boxes: np.ndarray) -> dict[str, float]:
     """Share of slices whose heat-map peak falls inside the tumour's box, and the
     same for the centre of the slice (the baseline a heat map has to beat).

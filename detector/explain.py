@@ -17,14 +17,22 @@ class GradCam:
         import keras
         import tensorflow as tf
 
-        # The last layer with a spatial (4-D) output: the deepest feature map
-        # before pooling or flattening.
-        conv_layer = [layer for layer in classifier.layers if len(layer.output.shape) == 4][-1]
-        probe = keras.Model(classifier.input, [conv_layer.output, classifier.output])
+        from .models import members_of
+
+        # Each member's last layer with a spatial (4-D) output: the deepest
+        # feature map before pooling. An ensemble (models.average_of) is the
+        # mean of its members, so its map is the sum of theirs, each weighted
+        # by the gradient of the averaged score.
+        probes = [
+            keras.Model(net.input, [_last_feature_map(net), net.output])
+            for net in members_of(classifier)
+        ]
 
         def maps(x):
             with tf.GradientTape() as tape:
-                features, probability = probe(x, training=False)
+                outputs = [probe(x, training=False) for probe in probes]
+                features = [f for f, _ in outputs]
+                probability = tf.add_n([p for _, p in outputs]) / len(outputs)
                 # One unit: P(tumour). Several (tumour types): P(the most likely one).
                 score = (
                     tf.reduce_max(probability, axis=1)
@@ -33,8 +41,12 @@ class GradCam:
                 )
             # Each slice's score depends on its own features only, so one
             # gradient of the batch's scores gives every slice its own.
-            weights = tf.reduce_mean(tape.gradient(score, features), axis=(1, 2), keepdims=True)
-            return tf.nn.relu(tf.reduce_sum(features * weights, axis=-1))
+            gradients = tape.gradient(score, features)
+            weighted = [
+                tf.reduce_sum(f * tf.reduce_mean(g, axis=(1, 2), keepdims=True), axis=-1)
+                for f, g in zip(features, gradients)
+            ]
+            return tf.nn.relu(tf.add_n(weighted))
 
         self._maps = tf.function(
             maps, input_signature=[tf.TensorSpec([None, *classifier.input.shape[1:]], tf.float32)]
@@ -48,6 +60,10 @@ class GradCam:
         cams /= np.maximum(cams.max(axis=(1, 2), keepdims=True), 1e-12)
         side = x.shape[1:3][::-1]
         return np.stack([cv2.resize(cam, side, interpolation=cv2.INTER_LINEAR) for cam in cams])
+
+
+def _last_feature_map(network):
+    return [layer for layer in network.layers if len(layer.output.shape) == 4][-1].output
 
 
 def overlay(grey: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarray:

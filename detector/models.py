@@ -77,6 +77,25 @@ def build_type_classifier(
     return model
 
 
+def average_of(networks: list, name: str) -> keras.Model:
+    """One network whose output is the mean of ``networks``' outputs (one input):
+    an ensemble that saves, loads and predicts as one model. One network is
+    returned as it is."""
+    if len(networks) == 1:
+        return networks[0]
+    inputs = keras.Input(networks[0].input.shape[1:])
+    # Uncompiled views under their own names: layer names must be unique, and
+    # no optimiser state is saved with them.
+    members = [keras.Model(n.input, n.output, name=f"{n.name}_{i}") for i, n in enumerate(networks)]
+    return keras.Model(inputs, layers.Average()([m(inputs) for m in members]), name=name)
+
+
+def members_of(network: keras.Model) -> list:
+    """The networks that ``average_of`` made ``network`` of, or [network]."""
+    members = [layer for layer in network.layers if isinstance(layer, keras.Model)]
+    return members or [network]
+
+
 def _backbone(image_size: int, channels: int, head, width: int = 24):
     """(inputs, outputs) of a small VGG-style net with BatchNorm and global pooling,
     sized for CPU training, ending in ``head``.

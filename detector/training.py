@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from .models import build_autoencoder, build_classifier, build_type_classifier
+from .models import average_of, build_autoencoder, build_classifier, build_type_classifier
 
 # none < geometric < full (+ scanner look) < sequence (+ another sequence's tissue contrast);
 # texture: full + random convolutions (random_texture)
@@ -184,18 +184,32 @@ def fit_type_classifier(
     *,
     classes: int,
     epochs: int,
+    members: int = 1,
     **fit,
-) -> tuple[keras.Model, dict]:
+) -> tuple[keras.Model, list[dict]]:
     """Train the tumour-type network on tumour slices (y: type indices); keep the
     epoch with the lowest val loss. ``fit``: batch_size, seed, augment, verbose.
+
+    ``members`` > 1: that many networks (seeds seed, seed + 1, ...), their
+    probabilities averaged in one model (models.average_of): on figshare's
+    patient folds two score 0.924 against one's 0.909 (README). Returns the
+    model and each member's history.
     """
-    keras.utils.set_random_seed(fit["seed"])
-    x = train[0]
-    model = build_type_classifier(
-        x.shape[1], x.shape[3], classes, steps=_steps(len(x), epochs, fit["batch_size"])
-    )
-    one_hot = lambda types: np.eye(classes, dtype="float32")[types]
-    return _fit(model, train, val, one_hot, epochs=epochs, select_on_val=True, **fit)
+    networks, histories = [], []
+    for member in range(members):
+        seed = fit["seed"] + member
+        keras.utils.set_random_seed(seed)
+        model = build_type_classifier(
+            train[0].shape[1], train[0].shape[3], classes,
+            steps=_steps(len(train[0]), epochs, fit["batch_size"]),
+        )  # fmt: skip
+        one_hot = lambda types: np.eye(classes, dtype="float32")[types]
+        network, history = _fit(
+            model, train, val, one_hot, epochs=epochs, select_on_val=True, **{**fit, "seed": seed}
+        )
+        networks.append(network)
+        histories.append(history)
+    return average_of(networks, "type_ensemble"), histories
 
 
 def _steps(n: int, epochs: int, batch_size: int) -> int:

@@ -94,18 +94,28 @@ def test_a_figshare_box_is_mapped_into_the_brain_crop(tmp_path):
     assert box == pytest.approx([0.4, 0.3, 0.6, 0.7], abs=0.03)
 
 
+TYPED_MODEL_ARGS = ["--epochs", "2", "--type-epochs", "2", "--ae-epochs", "1",
+                    "--image-size", "48", "--type-image-size", "56", "--verbose", "0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def typed_model(typed_collections, tmp_path_factory):
+    """A model directory train.py made of the miniature sartaj and figshare."""
+    import train
+
+    out = tmp_path_factory.mktemp("typed-model") / "model"
+    data = [str(typed_collections / "sartaj"), str(typed_collections / "figshare")]
+    assert train.main(["--data", *data, "--out", str(out), *TYPED_MODEL_ARGS]) == 0
+    return out
+
+
 @pytest.mark.slow
 def test_train_ships_a_type_network_that_names_the_type_of_tumours_only(
-    typed_collections, tmp_path
+    typed_collections, typed_model
 ):
-    import train
     from detector import BrainTumorDetector
 
-    out = tmp_path / "model"
-    argv = ["--data", str(typed_collections / "sartaj"), str(typed_collections / "figshare"),
-            "--out", str(out), "--epochs", "2", "--type-epochs", "2", "--ae-epochs", "1",
-            "--image-size", "48", "--type-image-size", "56", "--verbose", "0"]  # fmt: skip
-    assert train.main(argv) == 0
+    out = typed_model
     assert (out / "type_classifier.keras").is_file() and (out / "type_confusion.png").is_file()
     config = json.loads((out / "config.json").read_text())
     assert config["tumor_types"] == list(TUMOR_TYPES)
@@ -151,6 +161,56 @@ def test_train_ships_a_type_network_that_names_the_type_of_tumours_only(
 
 
 @pytest.mark.slow
+def test_the_type_network_is_two_networks_averaged_saved_as_one(typed_model):
+    from detector import BrainTumorDetector
+    from detector.models import members_of
+
+    config = json.loads((typed_model / "config.json").read_text())
+    assert config["training"]["type_members"] == 2
+    val = config["metrics"]["type_val"]  # the ensemble against each network alone, on val
+    assert len(val["member_accuracy"]) == 2 and 0 <= val["accuracy"] <= 1
+    network = BrainTumorDetector.from_pretrained(typed_model).type_classifier
+    members = members_of(network)
+    assert len(members) == 2
+    x = np.random.default_rng(0).random((4, 56, 56, 1)).astype(np.float32)
+    each = [member.predict(x, verbose=0) for member in members]
+    assert not np.allclose(each[0], each[1])  # two seeds, two networks
+    np.testing.assert_allclose(network.predict(x, verbose=0), np.mean(each, axis=0), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_type_network_is_refitted_into_a_model_alone(typed_collections, typed_model, tmp_path):
+    import shutil
+
+    from benchmarks import tumor_type, type_network
+    from detector import BrainTumorDetector
+    from detector.models import members_of
+
+    model = tmp_path / "model"
+    shutil.copytree(typed_model, model)
+    before = json.loads((model / "config.json").read_text())
+    data = [str(typed_collections / "sartaj"), str(typed_collections / "figshare")]
+    common = ["--data", *data, "--into", str(model), "--verbose", "0"]
+    with pytest.raises(SystemExit, match="not the model's split"):  # another seed, another split
+        type_network.main([*common, "--seed", "3", "--dry-run"])
+    fold = {"fold": 1, **type_metrics(np.array([0, 1, 2]), np.eye(3), list(TUMOR_TYPES), n_resamples=10)}
+    results = {"recipe": {}, "published": {}, "cv": [fold], "cv_summary": tumor_type.summarise([fold])}
+    (tmp_path / "type.json").write_text(json.dumps(results))
+    assert type_network.main([*common, "--type-members", "1", "--type-results", str(tmp_path / "type.json")]) == 0
+    after = json.loads((model / "config.json").read_text())
+    assert len(members_of(BrainTumorDetector.from_pretrained(model).type_classifier)) == 1
+    assert after["training"]["type_members"] == 1 and after["training"]["type_refit_seconds"] >= 0
+    assert len(after["metrics"]["type_val"]["member_accuracy"]) == 1
+    assert after["type_results"] == json.loads((tmp_path / "type.json").read_text())  # for the card
+    # The type figures are the new network's, of the same test tumours; the detector's stay.
+    assert after["metrics"]["type_test"]["n"] == before["metrics"]["type_test"]["n"]
+    assert after["metrics"]["test"] == before["metrics"]["test"]
+    x = np.random.default_rng(0).random((2, 48, 48, 1)).astype(np.float32)
+    kept, first = (BrainTumorDetector.from_pretrained(d).classifier for d in (model, typed_model))
+    np.testing.assert_allclose(kept.predict(x, verbose=0), first.predict(x, verbose=0))
+
+
+@pytest.mark.slow
 def test_the_report_network_stays_binary(typed_collections, tmp_path):
     import train
 
@@ -192,7 +252,7 @@ def test_cross_validation_averages_members_and_may_train_on_sartaj_too(typed_col
 
     data = [str(typed_collections / "figshare"), str(typed_collections / "sartaj")]
     common = ["--data", *data, "--folds", "1", "--epochs", "1", "--image-size", "32", "--no-cross"]
-    assert tumor_type.main([*common, "--out", str(tmp_path / "one.json")]) == 0
+    assert tumor_type.main([*common, "--out", str(tmp_path / "one.json"), "--members", "1"]) == 0
     argv = [*common, "--out", str(tmp_path / "two.json"), "--members", "2", "--with-sartaj"]
     assert tumor_type.main(argv) == 0
     one, two = (json.loads((tmp_path / f"{n}.json").read_text())["cv"][0] for n in ("one", "two"))
