@@ -68,11 +68,13 @@ def main(argv=None) -> int:
     excluded = read_exclusions(args.exclude, slices.names)
     keep = np.array([name not in excluded for name in slices.names])
     train_i, val_i = (split[part][keep[split[part]]] for part in ("train", "val"))
-    recorded = json.loads((args.into / "split.json").read_text()).values()
-    part_of = {e["file"]: e["split"] for e in recorded}
-    if any(part_of.get(slices.names[i]) != part for part in split for i in split[part]):
+    # split.json is keyed by sha256: of a file's exact copies it names one.
+    recorded = json.loads((args.into / "split.json").read_text())
+    part_of = {sha256: e["split"] for sha256, e in recorded.items()}
+    if any(part_of.get(slices.sha256[i]) != part for part in split for i in split[part]):
         raise SystemExit("This is not the model's split: pass the --data and --seed it was trained with.")
-    if excluded != {e["file"] for e in recorded if e["excluded"]}:
+    named = {e["file"] for e in recorded.values()}
+    if excluded & named != {e["file"] for e in recorded.values() if e["excluded"]}:
         raise SystemExit("The model left other slices out of train/val: pass the --exclude it was trained with.")
 
     started = time.time()
