@@ -62,6 +62,9 @@ def typed_collections(tmp_path_factory):
                 )
                 rows.append(f"{kind}/{n}.jpg,{kind},{kind}{patient},{patient % 5 + 1}")
     (figshare / "patients.csv").write_text("\n".join(rows) + "\n")
+    # As in the real collections, sartaj holds exact copies of figshare slices.
+    copy = sartaj / "Training" / "glioma_tumor" / "image(14).jpg"
+    copy.write_bytes((figshare / "glioma" / "1.jpg").read_bytes())
     return root
 
 
@@ -242,7 +245,7 @@ def test_cross_validation_follows_figshare_folds_and_patients(typed_collections,
         *(f"recall {t}" for t in TUMOR_TYPES),
     }
     # sartaj's tumours here are no copies of figshare's: all are tested.
-    assert results["cross_collection"]["sartaj <- figshare"]["n"] == 3 * 14
+    assert results["cross_collection"]["sartaj <- figshare"]["n"] == 3 * 14  # not the copy
     assert results["cross_collection"]["figshare <- sartaj"]["n"] == 60
 
 
