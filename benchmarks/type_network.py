@@ -49,8 +49,12 @@ def main(argv=None) -> int:
     parser.add_argument("--into", type=Path, required=True, help="model directory to refit it in")
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--exclude", type=Path, help="the model's train.py --exclude file")
-    parser.add_argument("--seed", type=int, default=0, help="train.py's --seed: the split, the networks'")
-    parser.add_argument("--type-members", type=int, help="networks averaged (default: the recipe's)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="train.py's --seed: the split, the networks'"
+    )
+    parser.add_argument(
+        "--type-members", type=int, help="networks averaged (default: the recipe's)"
+    )
     parser.add_argument("--type-results", type=Path, metavar="JSON",
                         help="benchmarks/tumor_type.py's figures, for the card")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="leave the directory as it is")
@@ -72,10 +76,14 @@ def main(argv=None) -> int:
     recorded = json.loads((args.into / "split.json").read_text())
     part_of = {sha256: e["split"] for sha256, e in recorded.items()}
     if any(part_of.get(slices.sha256[i]) != part for part in split for i in split[part]):
-        raise SystemExit("This is not the model's split: pass the --data and --seed it was trained with.")
+        raise SystemExit(
+            "This is not the model's split: pass the --data and --seed it was trained with."
+        )
     named = {e["file"] for e in recorded.values()}
     if excluded & named != {e["file"] for e in recorded.values() if e["excluded"]}:
-        raise SystemExit("The model left other slices out of train/val: pass the --exclude it was trained with.")
+        raise SystemExit(
+            "The model left other slices out of train/val: pass the --exclude it was trained with."
+        )
 
     started = time.time()
     network, x_type, type_val = fit_types(args, recipe, cfg, slices, train_i, val_i)

@@ -167,7 +167,8 @@ def type_cv_table(results: dict) -> str:
     lines = ["| figshare, patient-level 5-fold | " + " | ".join(c.replace("_", "-") for c in columns) + " |",
              "|---|" + "---|" * len(columns)]  # fmt: skip
     cells = [f"{summary[c]['mean']:.3f} ± {summary[c]['sd'] or 0:.3f}" for c in columns]
-    lines.append("| this type network (mean ± sd over folds) | " + " | ".join(cells) + " |")
+    row = f"the type network's recipe, {networks_measured(results)} (mean ± sd over folds)"
+    lines.append(f"| {row} | " + " | ".join(cells) + " |")
     for name, accuracy in results.get("published", {}).items():
         lines.append(f"| {name} | {accuracy:.3f} |" + " - |" * (len(columns) - 1))
     for name, m in (results.get("cross_collection") or {}).items():
@@ -177,6 +178,13 @@ def type_cv_table(results: dict) -> str:
         lines.append(f"| {name} ({m['n']} slices) | {fmt_metric(m['accuracy'])} | {fmt_metric(m['macro_f1'])} | "
                      + " | ".join(recalls) + " |")  # fmt: skip
     return "\n".join(lines)
+
+
+def networks_measured(results: dict) -> str:
+    """How many type networks benchmarks/tumor_type.py averaged for its figures: they
+    may be of a recipe before the shipped one (see config["training"]["type_members"])."""
+    members = results.get("recipe", {}).get("members", 1)
+    return "one network" if members == 1 else f"{members} networks averaged"
 
 
 # ----------------------------------------------------------------- context

@@ -19,7 +19,14 @@ from preprocessing.decode import NIFTI_SUFFIXES
 from preprocessing.medical import nifti_slice_count
 
 from . import ood
-from .card import HEADLINE_METRICS, fmt_metric, fmt_number, held_out_table, trained_on
+from .card import (
+    HEADLINE_METRICS,
+    fmt_metric,
+    fmt_number,
+    held_out_table,
+    networks_measured,
+    trained_on,
+)
 from .card import plots as plot_files
 from .detector import BrainTumorDetector, Prediction
 from .explain import overlay
@@ -332,7 +339,8 @@ def elsewhere_sentence(config: dict) -> str:
         return ""
     accuracy = results["cv_summary"]["accuracy"]
     text = (
-        f"By patient, on figshare's own five folds: accuracy {accuracy['mean']:.3f} "
+        f"By patient, on figshare's own five folds ({networks_measured(results)}): "
+        f"accuracy {accuracy['mean']:.3f} "
         f"± {accuracy['sd'] or 0:.3f}. "
     )
     cross = results.get("cross_collection") or {}

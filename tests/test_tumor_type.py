@@ -86,6 +86,22 @@ def test_pointing_game_counts_peaks_inside_the_box_and_the_centre_baseline():
     assert result == {"n": 3, "hits": pytest.approx(2 / 3), "centre_baseline": pytest.approx(1 / 3)}
 
 
+def test_the_card_says_how_many_networks_the_5_fold_figures_averaged():
+    from benchmarks import tumor_type
+    from detector.card import type_cv_table
+    from detector.views import elsewhere_sentence
+
+    fold = {
+        "fold": 1,
+        **type_metrics(np.array([0, 1, 2]), np.eye(3), list(TUMOR_TYPES), n_resamples=10),
+    }
+    results = {"recipe": {"members": 2}, "cv": [fold], "cv_summary": tumor_type.summarise([fold])}
+    assert "2 networks averaged" in type_cv_table(results)
+    assert "(2 networks averaged): accuracy 1.000" in elsewhere_sentence({"type_results": results})
+    results["recipe"] = {}  # measured before the recipe recorded it: one network
+    assert "one network" in type_cv_table(results)
+
+
 def test_a_figshare_box_is_mapped_into_the_brain_crop(tmp_path):
     image = np.zeros((200, 200), np.uint8)
     image[50:150, 40:140] = 150  # the "brain": x 40..139, y 50..149
@@ -196,10 +212,23 @@ def test_the_type_network_is_refitted_into_a_model_alone(typed_collections, type
     common = ["--data", *data, "--into", str(model), "--verbose", "0"]
     with pytest.raises(SystemExit, match="not the model's split"):  # another seed, another split
         type_network.main([*common, "--seed", "3", "--dry-run"])
-    fold = {"fold": 1, **type_metrics(np.array([0, 1, 2]), np.eye(3), list(TUMOR_TYPES), n_resamples=10)}
-    results = {"recipe": {}, "published": {}, "cv": [fold], "cv_summary": tumor_type.summarise([fold])}
+    fold = {
+        "fold": 1,
+        **type_metrics(np.array([0, 1, 2]), np.eye(3), list(TUMOR_TYPES), n_resamples=10),
+    }
+    results = {
+        "recipe": {},
+        "published": {},
+        "cv": [fold],
+        "cv_summary": tumor_type.summarise([fold]),
+    }
     (tmp_path / "type.json").write_text(json.dumps(results))
-    assert type_network.main([*common, "--type-members", "1", "--type-results", str(tmp_path / "type.json")]) == 0
+    assert (
+        type_network.main(
+            [*common, "--type-members", "1", "--type-results", str(tmp_path / "type.json")]
+        )
+        == 0
+    )
     after = json.loads((model / "config.json").read_text())
     assert len(members_of(BrainTumorDetector.from_pretrained(model).type_classifier)) == 1
     assert after["training"]["type_members"] == 1 and after["training"]["type_refit_seconds"] >= 0
@@ -238,7 +267,9 @@ def test_cross_validation_follows_figshare_folds_and_patients(typed_collections,
     assert results["recipe"]["augment"] == "geometric"  # the bundled type network's, by default
     # Each fold tests its own patients' slices: 3 types x 2 patients x 2 slices.
     assert [fold["n"] for fold in results["cv"]] == [12, 12]
-    assert all(0 <= fold["val_accuracy"] <= 1 for fold in results["cv"])  # what a recipe is chosen on
+    assert all(
+        0 <= fold["val_accuracy"] <= 1 for fold in results["cv"]
+    )  # what a recipe is chosen on
     assert set(results["cv_summary"]) == {
         "accuracy",
         "macro_f1",
