@@ -142,6 +142,7 @@ def type_context(config: dict) -> dict | None:
     return {
         "n": figures["n"],
         "image_size": config.get("type_image_size"),
+        "members": (config.get("training") or {}).get("type_members") or 1,
         "accuracy": fmt_metric(figures["accuracy"]),
         "macro_f1": fmt_metric(figures["macro_f1"]),
         "rows": [

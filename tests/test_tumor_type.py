@@ -186,6 +186,9 @@ def test_the_type_network_is_two_networks_averaged_saved_as_one(typed_model):
 
     config = json.loads((typed_model / "config.json").read_text())
     assert config["training"]["type_members"] == 2
+    assert "2 of them, of consecutive seeds, their probabilities averaged" in " ".join(
+        (typed_model / "README.md").read_text().split()
+    )  # the card
     val = config["metrics"]["type_val"]  # the ensemble against each network alone, on val
     assert len(val["member_accuracy"]) == 2 and 0 <= val["accuracy"] <= 1
     network = BrainTumorDetector.from_pretrained(typed_model).type_classifier
