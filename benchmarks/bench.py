@@ -57,7 +57,15 @@ def measure(model_dir: Path, data: Path, repeats: int, batch: int) -> dict:
         keras_predict.append((time.perf_counter() - started) * 1000)
 
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before a second copy
-    gate_ms = gate_cost(detector, model_dir, files, repeats) if detector.plane_gate is not None else None
+    gated = detector.plane_gate is not None
+    gate_ms = part_cost(detector, model_dir, files, "plane_gate") if gated else None
+    # The type network runs only for a slice labelled tumour: timed on those.
+    tumours = [path for path in files if detector.predict(path).label == "tumor"]
+    type_ms = (
+        part_cost(detector, model_dir, tumours, "type_classifier")
+        if detector.type_classifier is not None and tumours
+        else None
+    )
 
     config = detector.config
     test = config["metrics"]["test"]
@@ -73,25 +81,26 @@ def measure(model_dir: Path, data: Path, repeats: int, batch: int) -> dict:
         "cnn_model_predict_p50_ms": float(np.percentile(keras_predict, 50)),
         "batch_per_s": throughput,
         "gate_ms": gate_ms,
+        "type_ms": type_ms,
         "peak_rss_mb": peak_rss_mb,
         "size_mb": sum(p.stat().st_size for p in model_dir.glob("*.keras")) / 2**20,
     }
 
 
-def gate_cost(detector, model_dir: Path, files: list[Path], repeats: int) -> tuple[float, float]:
-    """predict p50 (ms) with the plane gate and without it: ``detector`` (warm) and a
-    second copy of it without its gate, called in turn on the same files, so that
-    both see the same machine load."""
+def part_cost(detector, model_dir: Path, files: list[Path], part: str) -> tuple[float, float]:
+    """predict p50 (ms) with a network (``part``: plane_gate, type_classifier) and
+    without it: ``detector`` (warm) and a second copy of it without that network,
+    called in turn on the same files, so that both see the same machine load."""
     import numpy as np
 
     from detector import BrainTumorDetector
 
     without = BrainTumorDetector.from_pretrained(model_dir)
-    without.plane_gate = None
+    setattr(without, part, None)
     without.predict(files[0])  # warm-up
     detectors = {"with": detector, "without": without}
     times = {name: [] for name in detectors}
-    for path in files[:repeats]:
+    for path in files:
         for name, d in detectors.items():
             started = time.perf_counter()
             d.predict(path)
@@ -102,22 +111,28 @@ def gate_cost(detector, model_dir: Path, files: list[Path], repeats: int) -> tup
 def table(rows: list[dict]) -> str:
     header = (
         "| model | arch | split | test accuracy | test AUROC | training (s) | predict p50 / p95 (ms) "
-        "| plane gate: predict p50 with / without (ms) | report's way: CNN model.predict p50 (ms) "
+        "| plane gate: predict p50 with / without (ms) "
+        "| type network: predict p50 with / without, slices labelled tumour (ms) | report's way: CNN model.predict p50 (ms) "
         "| predict_batch (slices/s) | peak RSS (MB) | weights (MB) |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
         gate = "no gate" if r["gate_ms"] is None else "{:.1f} / {:.1f}".format(*r["gate_ms"])
+        types = (
+            "no type network" if r["type_ms"] is None else "{:.1f} / {:.1f}".format(*r["type_ms"])
+        )
         lines.append(
             f"| {r['model']} | {r['arch']} | {r['split']} | {r['accuracy']:.3f} | {r['auroc']:.3f} "
-            f"| {r['train_s']} | {r['p50_ms']:.1f} / {r['p95_ms']:.1f} | {gate} | {r['cnn_model_predict_p50_ms']:.1f} "
+            f"| {r['train_s']} | {r['p50_ms']:.1f} / {r['p95_ms']:.1f} | {gate} | {types} | {r['cnn_model_predict_p50_ms']:.1f} "
             f"| {r['batch_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['size_mb']:.1f} |"
         )
     return "\n".join(lines)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("models", nargs="+", type=Path, help="model directories")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/br35h")
     parser.add_argument("--repeats", type=int, default=100, help="single-slice calls to time")
@@ -134,7 +149,9 @@ def main() -> int:
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(output.strip().splitlines()[-1]))
     print(table(rows))
-    print(f"\n{os.cpu_count()} CPU cores; single-slice times include decode + crop + CNN + autoencoder.")
+    print(
+        f"\n{os.cpu_count()} CPU cores; single-slice times include decode + crop + CNN + autoencoder."
+    )
     return 0
 
 
