@@ -554,6 +554,24 @@ def split_json(slices, split: dict, clusters: np.ndarray, excluded: set[str]) ->
     return (json.dumps(entries, indent=1, sort_keys=True) + "\n").encode()
 
 
+def check_model_split(model_dir: Path, slices, split: dict, excluded: set[str]) -> None:
+    """Refuse to refit a part of a model on a split other than the one it was trained
+    on (its split.json), or with other slices left out: its test slices would
+    then have been trained on. split.json is keyed by sha256, so of a file's
+    exact copies it names one."""
+    recorded = json.loads((model_dir / "split.json").read_text())
+    part_of = {sha256: entry["split"] for sha256, entry in recorded.items()}
+    if any(part_of.get(slices.sha256[i]) != part for part in split for i in split[part]):
+        raise SystemExit(
+            "This is not the model's split: pass the --data and --seed it was trained with."
+        )
+    named = {entry["file"] for entry in recorded.values()}
+    if excluded & named != {entry["file"] for entry in recorded.values() if entry["excluded"]}:
+        raise SystemExit(
+            "The model left other slices out of train/val: pass the --exclude it was trained with."
+        )
+
+
 def baseline(model_dir: Path, our_split: bytes) -> dict:
     """Another trained model's test metrics, and whether it was tested on our split."""
     config = json.loads((model_dir / "config.json").read_text())

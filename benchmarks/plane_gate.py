@@ -43,6 +43,7 @@ from detector.plane import (
 )
 from detector.training import AUGMENTATIONS
 from train import (
+    check_model_split,
     evaluate_on_test,
     flag_rates,
     fmt_percent,
@@ -85,6 +86,9 @@ def main(argv=None) -> int:
     cfg = detector.preprocess_config  # as train.py fits the gate: on the detector's inputs
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
     split, _ = make_split(slices, slices.clusters(), args.seed, args.hold_out)  # train.py's
+    excluded = read_exclusions(args.exclude, slices.names)
+    if not args.hold_out:  # its figures go into the model's config: on the model's own split
+        check_model_split(args.into, slices, split, excluded)
     gate = detector.plane_gate if args.measure_only else None
     gate_seed = args.seed if args.gate_seed is None else args.gate_seed
     fitted = fit_plane_gate(
@@ -98,7 +102,7 @@ def main(argv=None) -> int:
     if gate is not None:  # what the kept gate was trained on: unknown here, so as recorded
         fitted.metrics["train"] = detector.config["metrics"]["plane_gate"]["train"]
     record(detector, fitted)
-    read_gate_figures_again(detector, slices, split, read_exclusions(args.exclude, slices.names))
+    read_gate_figures_again(detector, slices, split, excluded)
     print(format_report(fitted.metrics))
     print(format_old_checks(fitted.metrics["old_checks"]))
     m = detector.config["metrics"]

@@ -32,6 +32,7 @@ from detector.catalogue import TUMOR_TYPES
 from detector.data import load_slices
 from train import (
     RECIPES,
+    check_model_split,
     evaluate_types_on_test,
     fit_types,
     make_split,
@@ -72,18 +73,7 @@ def main(argv=None) -> int:
     excluded = read_exclusions(args.exclude, slices.names)
     keep = np.array([name not in excluded for name in slices.names])
     train_i, val_i = (split[part][keep[split[part]]] for part in ("train", "val"))
-    # split.json is keyed by sha256: of a file's exact copies it names one.
-    recorded = json.loads((args.into / "split.json").read_text())
-    part_of = {sha256: e["split"] for sha256, e in recorded.items()}
-    if any(part_of.get(slices.sha256[i]) != part for part in split for i in split[part]):
-        raise SystemExit(
-            "This is not the model's split: pass the --data and --seed it was trained with."
-        )
-    named = {e["file"] for e in recorded.values()}
-    if excluded & named != {e["file"] for e in recorded.values() if e["excluded"]}:
-        raise SystemExit(
-            "The model left other slices out of train/val: pass the --exclude it was trained with."
-        )
+    check_model_split(args.into, slices, split, excluded)
 
     started = time.time()
     network, x_type, type_val = fit_types(args, recipe, cfg, slices, train_i, val_i)

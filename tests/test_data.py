@@ -360,6 +360,9 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(
     assert not any(f"axial {c} " in report for c in ("br35h", "sartaj", "ms"))
     with pytest.raises(SystemExit):  # it fits a new gate on another split: a dry run only
         plane_gate.main(["--data", *roots, "--into", str(union), "--hold-out", "figshare"])
+    # Another --seed is another split: its figures would count slices the model trained on.
+    with pytest.raises(SystemExit, match="not the model's split"):
+        plane_gate.main(["--data", *roots, *dry_run, "--seed", "3"])
     assert {p.name: p.read_bytes() for p in union.iterdir() if p.is_file()} == files
     # A model that held nothing out has no held-out figures to give.
     with pytest.raises(ValueError, match="--hold-out"):
