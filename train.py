@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -193,12 +194,14 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
           f"train {sizes['train']}, val {sizes['val']}, test {sizes['test']}", flush=True)  # fmt: skip
 
     x, y, collections = slices.inputs(cfg), slices.labels, np.array(slices.collections)
-    fit_started = time.time()
+    fit_started, seconds = time.time(), {}  # seconds: each network's fit, for the 30-minute budget
     gate_fit = None
     if any(slices.planes):  # the gate learns from slices of known planes (catalogue.Entry.plane)
         print("Plane gate (same split, plus template cuts, pictures and CT) ...", flush=True)
-        gate_fit = fit_plane_gate(slices, split, cfg, sartaj_folder(args.data), args.seed, verbose=args.verbose)
-    type_classifier, x_type, type_val = fit_types(args, recipe, cfg, slices, train_i, val_i)  # every plane
+        with timed(seconds, "plane_gate"):
+            gate_fit = fit_plane_gate(slices, split, cfg, sartaj_folder(args.data), args.seed, verbose=args.verbose)
+    with timed(seconds, "type_network"):
+        type_classifier, x_type, type_val = fit_types(args, recipe, cfg, slices, train_i, val_i)  # every plane
     if recipe.planes == "axial":  # the gate keeps the others from the detector anyway
         if gate_fit is None:
             raise SystemExit("--planes axial needs the plane gate, which learns from collections of known planes.")
@@ -211,18 +214,20 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     )
     x_fit, y_fit, mimic_hosts = with_plaque_mimics(x_fit, y_fit, recipe.plaque_mimics, args.seed)
     fit_collections = collections[train_i][np.concatenate([np.arange(len(train_i)), hosts, mimic_hosts])]
-    classifier, history = fit_classifier(
-        args.arch, (x_fit, y_fit), (x[val_i], y[val_i]),
-        epochs=recipe.epochs, batch_size=recipe.batch_size, seed=args.seed,
-        augment=recipe.augment, select_on_val=recipe.select_on_val, verbose=args.verbose,
-        collections=(fit_collections, collections[val_i]) if recipe.balance == "collection" else None,
-    )  # fmt: skip
+    with timed(seconds, "detector"):
+        classifier, history = fit_classifier(
+            args.arch, (x_fit, y_fit), (x[val_i], y[val_i]),
+            epochs=recipe.epochs, batch_size=recipe.batch_size, seed=args.seed,
+            augment=recipe.augment, select_on_val=recipe.select_on_val, verbose=args.verbose,
+            collections=(fit_collections, collections[val_i]) if recipe.balance == "collection" else None,
+        )  # fmt: skip
     normal_train, normal_val = train_i[y[train_i] == 0], val_i[y[val_i] == 0]
     print("Autoencoder (normal slices only) ...", flush=True)
-    autoencoder = fit_autoencoder(
-        x[normal_train], x[normal_val], epochs=args.ae_epochs, batch_size=32, seed=args.seed,
-        verbose=args.verbose,
-    )  # fmt: skip
+    with timed(seconds, "autoencoder"):
+        autoencoder = fit_autoencoder(
+            x[normal_train], x[normal_val], epochs=args.ae_epochs, batch_size=32, seed=args.seed,
+            verbose=args.verbose,
+        )  # fmt: skip
     fit_seconds = round(time.time() - fit_started)
 
     config = {
@@ -279,7 +284,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "plaque_mimics": len(mimic_hosts),
         "type_augment": recipe.type_augment if type_classifier else None,
         "type_members": recipe.type_members if type_classifier else None,
-        "fit_seconds": fit_seconds, "skipped_files": len(slices.skipped),
+        "fit_seconds": fit_seconds, "seconds_by_network": seconds, "skipped_files": len(slices.skipped),
         "excluded_from_train_val": sorted(excluded),
     }  # fmt: skip
     detector.assets.update(plot_history(history))
@@ -596,6 +601,14 @@ def _test_files(split: dict) -> set[str]:
     return {sha for sha, entry in split.items() if entry["split"] == "test"}
 
 
+@contextmanager
+def timed(seconds: dict, stage: str):
+    """seconds[stage] = how long the with-block took."""
+    started = time.time()
+    yield
+    seconds[stage] = round(time.time() - started)
+
+
 def save_atomically(detector, out: Path) -> None:
     """Write into a temp dir beside ``out``, then swap it in: never a half model."""
     out = out.resolve()
@@ -643,6 +656,8 @@ def print_summary(config: dict, out: Path) -> None:
         ("OOD flagged val/test", f"{m['ood_rate_val']:.1%} / {m['ood_rate_test']:.1%}"),
         ("... of axial slices", f"{fmt_percent(m.get('ood_rate_val_axial'))} / {fmt_percent(m.get('ood_rate_test_axial'))}"),
         ("training time", f"{config['training']['fit_seconds']} s fit, {config['training']['total_seconds']} s total"),
+        ("... by network", ", ".join(f"{k.replace('_', ' ')} {v} s"
+                                     for k, v in config["training"].get("seconds_by_network", {}).items())),
     ]
     for name, value in rows:
         print(f"{name:<22}{value:>8}")

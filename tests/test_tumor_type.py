@@ -141,6 +141,10 @@ def test_train_ships_a_type_network_that_names_the_type_of_tumours_only(
     # Each network its own augmentation (the README's measurements): the type network's geometric only.
     training = config["training"]
     assert (training["augment"], training["type_augment"]) == ("full", "geometric")
+    # Where the fit's time went, network by network (the 30-minute budget).
+    seconds = training["seconds_by_network"]
+    assert set(seconds) == {"type_network", "detector", "autoencoder"}  # no known planes: no gate
+    assert sum(seconds.values()) <= training["fit_seconds"] + len(seconds)  # rounded each
     split = json.loads((out / "split.json").read_text())
     typed_test = [e for e in split.values() if e["split"] == "test" and e["label"] == 1]
     figures = config["metrics"]["type_test"]
