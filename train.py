@@ -29,7 +29,7 @@ import numpy as np
 
 from detector.catalogue import TUMOR_TYPES
 from detector.lesions import RADIUS
-from detector.training import AUGMENTATIONS
+from detector.training import AUGMENTATIONS, ENSEMBLES
 from preprocessing import PreprocessConfig
 from preprocessing.crop import INTENSITY_MODES
 
@@ -44,7 +44,8 @@ class Recipe:
     type_image_size: int  # the tumour-type network's input side: types need more detail
     type_epochs: int  # the tumour-type network's; 0: none (the report's network is binary)
     type_augment: str  # the tumour-type network's (detector.training.AUGMENTATIONS)
-    type_members: int  # tumour-type networks (seeds seed, seed + 1, ...), probabilities averaged
+    type_members: int  # tumour-type networks, probabilities averaged
+    type_ensemble: str  # how they are made (detector.training.ENSEMBLES)
     batch_size: int
     augment: str  # detector.training.AUGMENTATIONS
     intensity: str  # preprocessing.PreprocessConfig.intensity
@@ -63,7 +64,8 @@ class Recipe:
 RECIPES = {
     # The report's protocol as published: RGB 150x150, 20 epochs, last epoch.
     "report": Recipe(image_size=150, channels=3, epochs=20, type_image_size=150, type_epochs=0,
-                     type_augment="none", type_members=1, batch_size=64, augment="none", intensity="raw",
+                     type_augment="none", type_members=1, type_ensemble="seeds", batch_size=64,
+                     augment="none", intensity="raw",
                      planes="all", balance="class", select_on_val=False, synthetic_tumours=0.0,
                      lesion_radius=RADIUS, plaque_mimics=0.0, tta_flip=False),
     # Trained on all five collections (~10,000 training slices) at 64 px: a fit
@@ -75,14 +77,15 @@ RECIPES = {
     # augmentation only and 40 epochs, each ahead on val over three seeds (README);
     # two of them averaged (on figshare's patient folds 0.924 against one's 0.909).
     "default": Recipe(image_size=64, channels=1, epochs=10, type_image_size=96, type_epochs=40,
-                      type_augment="geometric", type_members=2, batch_size=32, augment="full", intensity="percentile",
+                      type_augment="geometric", type_members=2, type_ensemble="seeds", batch_size=32,
+                      augment="full", intensity="percentile",
                       planes="all", balance="class", select_on_val=True, synthetic_tumours=0.4,
                       lesion_radius=RADIUS, plaque_mimics=0.3, tta_flip=True),
 }
 # Recipe fields that a command-line option of the same name overrides.
 OVERRIDABLE = ("image_size", "intensity", "epochs", "augment", "planes", "balance",
                "synthetic_tumours", "lesion_radius", "plaque_mimics",
-               "type_image_size", "type_epochs", "type_augment", "type_members")
+               "type_image_size", "type_epochs", "type_augment", "type_members", "type_ensemble")
 # Out-of-distribution thresholds, as quantiles of the validation slices' scores.
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
 # 0.5 % + 1 % (detector.ood's fixed rules flag no Br35H slice but two scanned
@@ -128,6 +131,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--type-image-size", type=int, help="tumour-type network input side (default: per architecture)")
     parser.add_argument("--type-augment", choices=AUGMENTATIONS, help="tumour-type network augmentation (default: per architecture)")
     parser.add_argument("--type-members", type=int, help="tumour-type networks averaged (default: per architecture)")
+    parser.add_argument("--type-ensemble", choices=ENSEMBLES,
+                        help="how they are made: fits of their own or one fit's snapshots (default: per architecture)")
     parser.add_argument("--ae-epochs", type=int, default=20, help="autoencoder epochs")
     parser.add_argument("--image-size", type=int, help="input side in pixels (default: per architecture)")
     parser.add_argument("--seed", type=int, default=0)
@@ -284,6 +289,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "plaque_mimics": len(mimic_hosts),
         "type_augment": recipe.type_augment if type_classifier else None,
         "type_members": recipe.type_members if type_classifier else None,
+        "type_ensemble": recipe.type_ensemble if type_classifier else None,
         "fit_seconds": fit_seconds, "seconds_by_network": seconds, "skipped_files": len(slices.skipped),
         "excluded_from_train_val": sorted(excluded),
     }  # fmt: skip
@@ -314,7 +320,8 @@ def fit_types(args, recipe: Recipe, cfg: PreprocessConfig, slices, train_i, val_
     network, _ = fit_type_classifier(
         (x_type[train_i], types[train_i]), (x_type[val_i], types[val_i]),
         classes=len(TUMOR_TYPES), epochs=recipe.type_epochs, batch_size=recipe.batch_size,
-        seed=args.seed, augment=recipe.type_augment, members=recipe.type_members, verbose=args.verbose,
+        seed=args.seed, augment=recipe.type_augment, members=recipe.type_members,
+        ensemble=recipe.type_ensemble, verbose=args.verbose,
     )  # fmt: skip
     # On val, which may choose a recipe: the averaged networks against each alone.
     each = [mirrored_probabilities(member, x_type[val_i]) for member in members_of(network)]

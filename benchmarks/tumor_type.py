@@ -33,7 +33,7 @@ from detector.catalogue import TUMOR_TYPES
 from detector.data import load_slices
 from detector.evaluation import mirrored_probabilities, type_metrics
 from detector.models import members_of
-from detector.training import AUGMENTATIONS, fit_type_classifier
+from detector.training import AUGMENTATIONS, ENSEMBLES, fit_type_classifier
 from preprocessing import PreprocessConfig
 from train import RECIPES
 
@@ -56,11 +56,12 @@ def main(argv=None) -> int:
     fit = lambda train, val: fit_type_classifier(
         (x[train], types[train]), (x[val], types[val]), classes=len(TUMOR_TYPES),
         epochs=args.epochs or recipe.type_epochs, batch_size=recipe.batch_size, seed=args.seed,
-        augment=augment, members=args.members, verbose=0,
+        augment=augment, members=args.members, ensemble=args.ensemble, verbose=0,
     )  # fmt: skip
     results = {"recipe": {"image_size": cfg.image_size, "epochs": args.epochs or recipe.type_epochs,
                           "augment": augment, "seed": args.seed, "members": args.members,
-                          "with_sartaj": args.with_sartaj}, "published": PUBLISHED}  # fmt: skip
+                          "ensemble": args.ensemble, "with_sartaj": args.with_sartaj},
+               "published": PUBLISHED}  # fmt: skip
 
     folds = cv_folds(slices, figshare, args.data)
     results["cv"] = []
@@ -78,10 +79,15 @@ def main(argv=None) -> int:
             [h["val_accuracy"][int(np.argmin(h["val_loss"]))] for h in histories]
         ))  # fmt: skip
         member_accuracy = [float(np.mean(p.argmax(axis=1) == types[test])) for p in each]
+        # ... and the average's, on the same val patients: what an ensemble is chosen on.
+        typed = mirrored_probabilities(network, x[val]).argmax(axis=1)
+        average_val_accuracy = float(np.mean(typed == types[val]))
         results["cv"].append({"fold": fold, "train_slices": len(train), "val_accuracy": val_accuracy,
+                              "average_val_accuracy": average_val_accuracy,
                               "member_accuracy": member_accuracy, **metrics})  # fmt: skip
         print(f"fold {fold}: accuracy {metrics['accuracy']['value']:.3f}, "
-              f"macro-F1 {metrics['macro_f1']['value']:.3f} (val accuracy {val_accuracy:.3f})", flush=True)  # fmt: skip
+              f"macro-F1 {metrics['macro_f1']['value']:.3f} (val accuracy {average_val_accuracy:.3f}; "
+              f"each network's kept epoch {val_accuracy:.3f})", flush=True)  # fmt: skip
     results["cv_summary"] = summarise(results["cv"])
 
     if args.cross and slices.in_collection("sartaj").any():
@@ -125,6 +131,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="5-fold: also train on sartaj's tumours that are not copies of figshare's")  # fmt: skip
     parser.add_argument("--members", type=int, default=RECIPES["default"].type_members,
                         help="networks per fold (seeds SEED, SEED+1, ...), probabilities averaged; "
+                             "default: train.py's recipe")  # fmt: skip
+    parser.add_argument("--ensemble", choices=ENSEMBLES, default=RECIPES["default"].type_ensemble,
+                        help="how the members are made (detector.training.ENSEMBLES); "
                              "default: train.py's recipe")  # fmt: skip
     parser.add_argument(
         "--no-cross", dest="cross", action="store_false", help="only the 5-fold figures"

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector import BrainTumorDetector
 from detector.catalogue import TUMOR_TYPES
 from detector.data import load_slices
+from detector.training import ENSEMBLES
 from train import (
     RECIPES,
     check_model_split,
@@ -56,6 +57,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--type-members", type=int, help="networks averaged (default: the recipe's)"
     )
+    parser.add_argument("--type-ensemble", choices=ENSEMBLES,
+                        help="how they are made (default: the recipe's)")  # fmt: skip
     parser.add_argument("--type-results", type=Path, metavar="JSON",
                         help="benchmarks/tumor_type.py's figures, for the card")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="leave the directory as it is")
@@ -65,8 +68,8 @@ def main(argv=None) -> int:
     detector = BrainTumorDetector.from_pretrained(args.into)
     config = detector.config
     recipe = RECIPES[config["arch"]]
-    if args.type_members:
-        recipe = replace(recipe, type_members=args.type_members)
+    recipe = replace(recipe, type_members=args.type_members or recipe.type_members,
+                     type_ensemble=args.type_ensemble or recipe.type_ensemble)  # fmt: skip
     cfg = detector.preprocess_config
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
     split, _ = make_split(slices, slices.clusters(), args.seed, method=config["split"]["method"])
@@ -84,6 +87,7 @@ def main(argv=None) -> int:
     config["metrics"]["type_val"] = type_val
     config["training"].update(
         type_augment=recipe.type_augment, type_members=recipe.type_members,
+        type_ensemble=recipe.type_ensemble,
         type_refit_seconds=round(time.time() - started),  # not in fit_seconds, of the first run
     )  # fmt: skip
     test_i = split["test"]

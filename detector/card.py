@@ -132,6 +132,13 @@ def type_eval_results(type_test: dict, test_set: str) -> list[EvalResult]:
     ]
 
 
+# How the averaged type networks were made (training.ENSEMBLES), in the card's words.
+MADE = {
+    "seeds": "of consecutive seeds",
+    "snapshots": "the snapshots of one fit whose learning rate restarts",
+}
+
+
 def type_context(config: dict) -> dict | None:
     """The card's tumour-type section, formatted; None for a model without a type network."""
     figures = _metrics(config).get("type_test")
@@ -143,6 +150,7 @@ def type_context(config: dict) -> dict | None:
         "n": figures["n"],
         "image_size": config.get("type_image_size"),
         "members": (config.get("training") or {}).get("type_members") or 1,
+        "made": MADE[(config.get("training") or {}).get("type_ensemble") or "seeds"],
         "accuracy": fmt_metric(figures["accuracy"]),
         "macro_f1": fmt_metric(figures["macro_f1"]),
         "rows": [
@@ -184,8 +192,12 @@ def type_cv_table(results: dict) -> str:
 def networks_measured(results: dict) -> str:
     """How many type networks benchmarks/tumor_type.py averaged for its figures: they
     may be of a recipe before the shipped one (see config["training"]["type_members"])."""
-    members = results.get("recipe", {}).get("members", 1)
-    return "one network" if members == 1 else f"{members} networks averaged"
+    recipe = results.get("recipe", {})
+    members = recipe.get("members", 1)
+    if members == 1:
+        return "one network"
+    made = "snapshots of one fit" if recipe.get("ensemble") == "snapshots" else "networks"
+    return f"{members} {made} averaged"
 
 
 # ----------------------------------------------------------------- context

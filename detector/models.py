@@ -64,13 +64,17 @@ def _default_cnn(image_size: int, channels: int, steps: int) -> keras.Model:
 
 
 def build_type_classifier(
-    image_size: int, channels: int, classes: int, steps: int = 1000
+    image_size: int, channels: int, classes: int, steps: int = 1000, cycles: int = 1
 ) -> keras.Model:
-    """The default network ending in a softmax over the tumour types (catalogue.TUMOR_TYPES)."""
+    """The default network ending in a softmax over the tumour types (catalogue.TUMOR_TYPES).
+
+    ``cycles`` > 1: the learning rate decays to zero and restarts that many times
+    over ``steps``, for a snapshot ensemble (training.fit_type_classifier).
+    """
     head = layers.Dense(classes, activation="softmax")
     model = keras.Model(*_backbone(image_size, channels, head), name="type_cnn")
     model.compile(
-        optimizer=_adamw(steps),
+        optimizer=_adamw(steps, cycles),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
         metrics=["accuracy"],
     )
@@ -115,11 +119,15 @@ def _backbone(image_size: int, channels: int, head, width: int = 24):
     return inputs, head(x)
 
 
-def _adamw(steps: int):
-    """AdamW whose learning rate decays to zero over ``steps``."""
-    return keras.optimizers.AdamW(
-        keras.optimizers.schedules.CosineDecay(2e-3, steps, warmup_target=None), weight_decay=1e-4
-    )
+def _adamw(steps: int, cycles: int = 1):
+    """AdamW whose learning rate decays to zero over ``steps``, on a cosine, or
+    over each of ``cycles`` equal parts of them, restarting at the top each time."""
+    schedules = keras.optimizers.schedules
+    if cycles == 1:
+        rate = schedules.CosineDecay(2e-3, steps, warmup_target=None)
+    else:
+        rate = schedules.CosineDecayRestarts(2e-3, steps // cycles, t_mul=1.0, m_mul=1.0)
+    return keras.optimizers.AdamW(rate, weight_decay=1e-4)
 
 
 def build_autoencoder(image_size: int, channels: int, width: int = 16) -> keras.Model:

@@ -98,6 +98,8 @@ def test_the_card_says_how_many_networks_the_5_fold_figures_averaged():
     results = {"recipe": {"members": 2}, "cv": [fold], "cv_summary": tumor_type.summarise([fold])}
     assert "2 networks averaged" in type_cv_table(results)
     assert "(2 networks averaged): accuracy 1.000" in elsewhere_sentence({"type_results": results})
+    results["recipe"] = {"members": 2, "ensemble": "snapshots"}
+    assert "2 snapshots of one fit averaged" in type_cv_table(results)
     results["recipe"] = {}  # measured before the recipe recorded it: one network
     assert "one network" in type_cv_table(results)
 
@@ -202,6 +204,48 @@ def test_the_type_network_is_two_networks_averaged_saved_as_one(typed_model):
     each = [member.predict(x, verbose=0) for member in members]
     assert not np.allclose(each[0], each[1])  # two seeds, two networks
     np.testing.assert_allclose(network.predict(x, verbose=0), np.mean(each, axis=0), atol=1e-6)
+
+
+def test_a_snapshot_ensemble_keeps_each_cycles_best_val_epoch():
+    from detector.training import BestEpochPerCycle
+
+    class Weights:  # a model whose weights are the epoch they were read at
+        epoch = 0
+
+        def get_weights(self):
+            return [self.epoch]
+
+    keep = BestEpochPerCycle(cycle=3)
+    keep.set_model(Weights())
+    for epoch, loss in enumerate([0.9, 0.5, 0.7, 0.8, 0.6, 0.4]):
+        keep.model.epoch = epoch
+        keep.on_epoch_end(epoch, {"val_loss": loss})
+    # Epoch 1 is the first cycle's best; the second starts afresh, though 0.6 > 0.5.
+    assert keep.weights == [[1], [5]]
+
+
+def test_snapshots_come_from_one_fit_whose_learning_rate_restarts():
+    import keras
+
+    from detector.models import build_type_classifier, members_of
+    from detector.training import fit_type_classifier
+
+    optimizer = build_type_classifier(16, 1, 3, steps=100, cycles=2).optimizer
+    rate = keras.optimizers.schedules.deserialize(optimizer.get_config()["learning_rate"])
+    assert float(rate(49)) < 1e-4 < float(rate(50)) == pytest.approx(2e-3)  # a restart at 50
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 16, 16, 1), dtype=np.float32), rng.integers(0, 3, 64)
+    fit = dict(classes=3, batch_size=32, seed=0, augment="none", verbose=0)
+    network, histories = fit_type_classifier(
+        (x, y), (x[:16], y[:16]), epochs=4, members=2, ensemble="snapshots", **fit
+    )
+    members = members_of(network)
+    assert len(members) == 2 and [len(h["val_loss"]) for h in histories] == [2, 2]
+    each = [member.predict(x[:4], verbose=0) for member in members]
+    assert not np.allclose(each[0], each[1])  # two cycles' snapshots, not one network twice
+    np.testing.assert_allclose(network.predict(x[:4], verbose=0), np.mean(each, axis=0), atol=1e-6)
+    with pytest.raises(ValueError, match="equal cycles"):
+        fit_type_classifier((x, y), (x, y), epochs=5, members=2, ensemble="snapshots", **fit)
 
 
 @pytest.mark.slow
