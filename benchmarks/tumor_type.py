@@ -33,7 +33,7 @@ from detector.catalogue import TUMOR_TYPES
 from detector.data import load_slices
 from detector.evaluation import mirrored_probabilities, type_metrics
 from detector.models import members_of
-from detector.training import AUGMENTATIONS, ENSEMBLES, fit_type_classifier
+from detector.training import AUGMENTATIONS, ENSEMBLES, check_ensemble, fit_type_classifier
 from preprocessing import PreprocessConfig
 from train import RECIPES
 
@@ -46,6 +46,10 @@ PUBLISHED = {
 def main(argv=None) -> int:
     args = parse_args(argv)
     recipe = RECIPES["default"]
+    try:  # now, not after the decoding
+        check_ensemble(args.ensemble, args.members, args.epochs or recipe.type_epochs)
+    except ValueError as error:
+        raise SystemExit(f"--epochs, --members, --ensemble: {error}") from None
     size = args.image_size or recipe.type_image_size
     cfg = PreprocessConfig(image_size=size, channels=recipe.channels, intensity=recipe.intensity)
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
@@ -130,7 +134,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--with-sartaj", action="store_true",
                         help="5-fold: also train on sartaj's tumours that are not copies of figshare's")  # fmt: skip
     parser.add_argument("--members", type=int, default=RECIPES["default"].type_members,
-                        help="networks per fold (seeds SEED, SEED+1, ...), probabilities averaged; "
+                        help="networks per fold (--ensemble says how they are made), probabilities averaged; "
                              "default: train.py's recipe")  # fmt: skip
     parser.add_argument("--ensemble", choices=ENSEMBLES, default=RECIPES["default"].type_ensemble,
                         help="how the members are made (detector.training.ENSEMBLES); "

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector import BrainTumorDetector
 from detector.catalogue import TUMOR_TYPES
 from detector.data import load_slices
-from detector.training import ENSEMBLES
+from detector.training import ENSEMBLES, check_ensemble
 from train import (
     RECIPES,
     check_model_split,
@@ -70,6 +70,10 @@ def main(argv=None) -> int:
     recipe = RECIPES[config["arch"]]
     recipe = replace(recipe, type_members=args.type_members or recipe.type_members,
                      type_ensemble=args.type_ensemble or recipe.type_ensemble)  # fmt: skip
+    try:  # now, not after the decoding
+        check_ensemble(recipe.type_ensemble, recipe.type_members, recipe.type_epochs)
+    except ValueError as error:
+        raise SystemExit(f"--type-members, --type-ensemble: {error}") from None
     cfg = detector.preprocess_config
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
     split, _ = make_split(slices, slices.clusters(), args.seed, method=config["split"]["method"])

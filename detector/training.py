@@ -202,8 +202,7 @@ def fit_type_classifier(
     patient folds two seeds score 0.924 against one's 0.909 (README). Snapshots
     share the ``epochs`` between them. Returns the model and each member's history.
     """
-    if ensemble not in ENSEMBLES:
-        raise ValueError(f"Unknown ensemble {ensemble!r}; choose one of {ENSEMBLES}.")
+    check_ensemble(ensemble, members, epochs)
     one_hot = lambda types: np.eye(classes, dtype="float32")[types]
     build = lambda cycles=1: build_type_classifier(
         train[0].shape[1], train[0].shape[3], classes,
@@ -223,11 +222,17 @@ def fit_type_classifier(
     return average_of(networks, "type_ensemble"), histories
 
 
+def check_ensemble(ensemble: str, members: int, epochs: int) -> None:
+    """ValueError unless fit_type_classifier can make ``members`` so (before a long run)."""
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"Unknown ensemble {ensemble!r}; choose one of {ENSEMBLES}.")
+    if ensemble == "snapshots" and epochs % members:
+        raise ValueError(f"{epochs} epochs do not split into {members} equal cycles (snapshots).")
+
+
 def _snapshots(build, train, val, targets, *, epochs: int, members: int, **fit):
     """One fit of ``epochs`` in ``members`` cycles of the learning rate -> the average of
     each cycle's best val epoch, and each cycle's history."""
-    if epochs % members:
-        raise ValueError(f"{epochs} epochs do not split into {members} equal cycles.")
     keras.utils.set_random_seed(fit["seed"])
     snapshots = BestEpochPerCycle(epochs // members)
     _, history = _fit(

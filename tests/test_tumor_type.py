@@ -191,8 +191,10 @@ def test_the_type_network_is_two_networks_averaged_saved_as_one(typed_model):
     from detector.models import members_of
 
     config = json.loads((typed_model / "config.json").read_text())
-    assert config["training"]["type_members"] == 2
-    assert "2 of them, of consecutive seeds, their probabilities averaged" in " ".join(
+    training = config["training"]
+    assert (training["type_members"], training["type_ensemble"]) == (2, "snapshots")
+    made = "2 of them, the snapshots of one fit whose learning rate restarts, their probabilities"
+    assert made in " ".join(
         (typed_model / "README.md").read_text().split()
     )  # the card
     val = config["metrics"]["type_val"]  # the ensemble against each network alone, on val
@@ -202,7 +204,7 @@ def test_the_type_network_is_two_networks_averaged_saved_as_one(typed_model):
     assert len(members) == 2
     x = np.random.default_rng(0).random((4, 56, 56, 1)).astype(np.float32)
     each = [member.predict(x, verbose=0) for member in members]
-    assert not np.allclose(each[0], each[1])  # two seeds, two networks
+    assert not np.allclose(each[0], each[1])  # two snapshots, two networks
     np.testing.assert_allclose(network.predict(x, verbose=0), np.mean(each, axis=0), atol=1e-6)
 
 
@@ -224,6 +226,17 @@ def test_a_snapshot_ensemble_keeps_each_cycles_best_val_epoch():
     assert keep.weights == [[1], [5]]
 
 
+def test_an_odd_number_of_epochs_for_two_snapshots_is_refused_before_any_work(tmp_path):
+    import train
+    from benchmarks import tumor_type
+
+    with pytest.raises(SystemExit, match="equal cycles"):  # before decoding a slice
+        train.main(["--data", str(tmp_path), "--out", str(tmp_path / "m"), "--type-epochs", "3"])
+    with pytest.raises(SystemExit, match="equal cycles"):
+        tumor_type.main(["--data", str(tmp_path), "--out", str(tmp_path / "t.json"), "--epochs", "3"])
+    assert not (tmp_path / "m").exists()
+
+
 def test_snapshots_come_from_one_fit_whose_learning_rate_restarts():
     import keras
 
@@ -235,7 +248,7 @@ def test_snapshots_come_from_one_fit_whose_learning_rate_restarts():
     assert float(rate(49)) < 1e-4 < float(rate(50)) == pytest.approx(2e-3)  # a restart at 50
     rng = np.random.default_rng(0)
     x, y = rng.random((64, 16, 16, 1), dtype=np.float32), rng.integers(0, 3, 64)
-    fit = dict(classes=3, batch_size=32, seed=0, augment="none", verbose=0)
+    fit = {"classes": 3, "batch_size": 32, "seed": 0, "augment": "none", "verbose": 0}
     network, histories = fit_type_classifier(
         (x, y), (x[:16], y[:16]), epochs=4, members=2, ensemble="snapshots", **fit
     )
@@ -312,7 +325,7 @@ def test_cross_validation_follows_figshare_folds_and_patients(typed_collections,
 
     out = tmp_path / "type.json"
     data = [str(typed_collections / "figshare"), str(typed_collections / "sartaj")]
-    argv = ["--data", *data, "--out", str(out), "--folds", "1", "2", "--epochs", "1", "--image-size", "32"]  # fmt: skip
+    argv = ["--data", *data, "--out", str(out), "--folds", "1", "2", "--epochs", "2", "--image-size", "32"]  # fmt: skip
     assert tumor_type.main(argv) == 0
     results = json.loads(out.read_text())
     assert results["recipe"]["augment"] == "geometric"  # the bundled type network's, by default
@@ -336,7 +349,7 @@ def test_cross_validation_averages_members_and_may_train_on_sartaj_too(typed_col
     from benchmarks import tumor_type
 
     data = [str(typed_collections / "figshare"), str(typed_collections / "sartaj")]
-    common = ["--data", *data, "--folds", "1", "--epochs", "1", "--image-size", "32", "--no-cross"]
+    common = ["--data", *data, "--folds", "1", "--epochs", "2", "--image-size", "32", "--no-cross"]
     assert tumor_type.main([*common, "--out", str(tmp_path / "one.json"), "--members", "1"]) == 0
     argv = [*common, "--out", str(tmp_path / "two.json"), "--members", "2", "--with-sartaj"]
     assert tumor_type.main(argv) == 0
