@@ -13,12 +13,12 @@ from huggingface_hub import ModelHubMixin, hf_hub_download
 from preprocessing import InvalidImageError, PreprocessConfig, Preprocessed, preprocess, to_input
 
 from . import plane
-from .ood import CHECKS, background_levels, failed_checks, layout_scores, limit
+from .ood import CHECKS, background_levels, failed_checks, feature_distances, layout_scores, limit
 
 CONFIG_FILE = "config.json"
 CLASSIFIER_FILE = "classifier.keras"
 AUTOENCODER_FILE = "autoencoder.keras"
-OOD_FILE = "ood.npz"  # detector.ood's fitted layout check (empty: the model has none)
+OOD_FILE = "ood.npz"  # detector.ood's fitted arrays: the layout check, the gate's feature Gaussians
 MODEL_FILES = (CONFIG_FILE, CLASSIFIER_FILE, AUTOENCODER_FILE, OOD_FILE)
 PLANE_GATE_FILE = "plane_gate.keras"  # detector.plane's gate; models saved before it have none
 TYPE_CLASSIFIER_FILE = "type_classifier.keras"  # the tumour-type network; older models have none
@@ -43,6 +43,7 @@ class Prediction:
     chroma: float = 0.0  # how colourful the picture is, 0..255
     background_level: float = 0.0  # how light the crop's corners are, 0..1
     not_axial: float = 0.0  # 1 - P(axial brain MRI): the plane check's score
+    gate_distance: float = 0.0  # the gate's features' distance from the MRI slices it learnt
     # What the slice is: one of detector.plane.PLANES, "" when neither a header
     # nor a gate says (a model saved before the gate).
     plane: str = ""
@@ -85,7 +86,8 @@ class BrainTumorDetector(
     (preprocessing, thresholds, calibration) and what it scored (metrics);
     ``assets`` holds the files that document it (plots, split.json), written
     back unchanged by ``save_pretrained``; ``ood`` holds the arrays of the
-    layout check (detector.ood.fit_layout), empty when the model has none;
+    layout check (detector.ood.fit_layout) and of the gate's feature distance
+    (detector.ood.fit_feature_distance), each absent when the model has none;
     ``plane_gate`` is detector.plane's network, None when the model has none
     (a DICOM or NIfTI header still says the plane then); ``type_classifier``
     gives P(each of config["tumor_types"]) of a tumour slice, None when the
@@ -125,13 +127,17 @@ class BrainTumorDetector(
 
         self._plane_gate = gate
         size, channels = self.preprocess_config.image_size, self.preprocess_config.channels
+        gate_and_features = gate and plane.with_features(gate)
 
         def forward(x):
             if gate is None:
                 planes = tf.zeros([tf.shape(x)[0], len(plane.PLANES)])
+                features = tf.zeros([tf.shape(x)[0], 1])
             else:  # the gate reads grey, whatever the classifier's channels
-                planes = gate(tf.reduce_mean(x, axis=-1, keepdims=True), training=False)
-            return self._tta(self.classifier, x), self.autoencoder(x, training=False), planes
+                grey = tf.reduce_mean(x, axis=-1, keepdims=True)
+                planes, features = gate_and_features(grey, training=False)
+            classified = self._tta(self.classifier, x)
+            return classified, self.autoencoder(x, training=False), planes, features
 
         # One compiled graph for all networks: model.predict costs ~35 ms of
         # per-call overhead, far more than the networks themselves.
@@ -203,9 +209,10 @@ class BrainTumorDetector(
 
         ``chroma``: the inputs' Preprocessed.chroma; None means grey pictures.
         """
-        probabilities, reconstructions, planes = self._run(x)
+        probabilities, reconstructions, planes, distances = self._run(x)
         scores = self._ood_scores(x, reconstructions, chroma)
-        return probabilities, {**scores, "not_axial": self.planes(planes)[1][:, 1:].sum(axis=1)}
+        not_axial = self.planes(planes)[1][:, 1:].sum(axis=1)
+        return probabilities, {**scores, "not_axial": not_axial, "gate_distance": distances}
 
     def run_networks(self, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed inputs -> (calibrated P(tumour), autoencoder reconstructions)."""
@@ -231,14 +238,20 @@ class BrainTumorDetector(
         )
 
     def _run(self, x: np.ndarray, batch_size: int = 64):
-        """-> calibrated P(tumour), reconstructions, the gate's P(each plane) (zeros: no gate)."""
-        outputs = [[], [], []]
+        """-> calibrated P(tumour), reconstructions, the gate's P(each plane) and its
+        features' distance (detector.ood.feature_distances; zeros: no gate or no fit)."""
+        outputs = [[], [], [], []]
         for start in range(0, len(x), batch_size):
             batch = self._forward(np.ascontiguousarray(x[start : start + batch_size], np.float32))
             for out, tensor in zip(outputs, batch):
                 out.append(tensor.numpy())
-        probabilities, reconstructions, planes = map(np.concatenate, outputs)
-        return self.calibrate(probabilities[:, 0]), reconstructions, planes
+        probabilities, reconstructions, planes, features = map(np.concatenate, outputs)
+        distances = (
+            feature_distances(features, self.ood)
+            if "gate_feature_means" in self.ood and self.plane_gate is not None
+            else np.zeros(len(x))
+        )
+        return self.calibrate(probabilities[:, 0]), reconstructions, planes, distances
 
     def planes(
         self, gate_probabilities: np.ndarray, headers: list[str] | None = None
@@ -267,7 +280,7 @@ class BrainTumorDetector(
 
     def layout_scores(self, x: np.ndarray) -> np.ndarray:
         """detector.ood's layout score of preprocessed inputs (zeros when the model has no check)."""
-        return layout_scores(x, self.ood) if self.ood else np.zeros(len(x))
+        return layout_scores(x, self.ood) if "layout_mean" in self.ood else np.zeros(len(x))
 
     def out_of_distribution(self, scores: dict[str, np.ndarray]) -> np.ndarray:
         """Where any check of detector.ood fires. Each catches what the others miss:
@@ -277,10 +290,12 @@ class BrainTumorDetector(
 
     def _predict_slices(self, slices: list[Preprocessed]) -> list[Prediction]:
         x = np.stack([s.x for s in slices])
-        probabilities, reconstructions, gate = self._run(x)
+        probabilities, reconstructions, gate, distances = self._run(x)
         names, planes, sources = self.planes(gate, [s.plane for s in slices])
         scores = self._ood_scores(x, reconstructions, [s.chroma for s in slices])
         scores["not_axial"] = planes[:, 1:].sum(axis=1)
+        # A header says plane and modality exactly: the gate's answers are not used.
+        scores["gate_distance"] = np.where(np.array(sources) == "header", 0.0, distances)
         flags = self.out_of_distribution(scores)
         labels = [self.label_for(float(p), bool(ood)) for p, ood in zip(probabilities, flags)]
         types = self._types_of_tumours(slices, labels)

@@ -1,9 +1,14 @@
 """Out-of-distribution checks: is this an axial brain MRI slice like the training ones?
 
-Five checks; any one flags an input (``failed_checks``):
+Six checks; any one flags an input (``failed_checks``):
 
 - the plane gate (detector.plane) or the DICOM/NIfTI header: not an axial
   brain MRI slice;
+- the gate's features: far from every MRI slice the gate learnt from
+  (``fit_feature_distance``). The gate's softmax must pick one of its four
+  classes, and its "not MRI" class knows only the pictures, pages and CT it
+  saw; a new kind of picture (gravel, a cell, a grey retina) it may call axial
+  with high probability, yet its features lie far from every real slice's;
 - the autoencoder's reconstruction error (detector.BrainTumorDetector);
 - the layout check below: the directions of the edges, where;
 - two fixed rules that every MRI slice obeys, which catch what those two
@@ -44,6 +49,8 @@ BACKGROUND_LIMIT = 0.5
 CHECKS = (
     ("not_axial", "plane_threshold",
      "it is not an axial brain MRI slice, and the model reads axial slices only"),
+    ("gate_distance", "gate_distance_threshold",
+     "it lies far from every brain MRI slice the plane gate learnt from: it does not look like an MRI slice"),
     ("chroma", CHROMA_LIMIT, "it is a colour picture, and MRI slices are grey"),
     ("background_level", BACKGROUND_LIMIT,
      ("its background is light, as on paper, where an MRI shows the head on a dark "
@@ -60,6 +67,10 @@ DEFAULT_PLANE_THRESHOLD = 0.5
 # Thresholds that apply even when config.json lacks them: a model saved before the
 # plane gate still refuses a slice whose DICOM header says it is not axial.
 FALLBACK_THRESHOLDS = {"plane_threshold": DEFAULT_PLANE_THRESHOLD}
+
+# The gate's feature distance: Gaussians of the real slices of these planes.
+MRI_PLANES = ("axial", "sagittal", "coronal")
+FEATURE_RIDGE = 1e-3
 
 HOG_SIZE = 96  # HOG is taken on the input resized to this side, whatever the model's size
 CELL = 8
@@ -113,6 +124,34 @@ def layout_scores(x: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
     components = params["layout_components"]
     residual = centred - (centred @ components.T) @ components
     return (residual**2).sum(axis=1)
+
+
+def fit_feature_distance(features: np.ndarray, planes) -> dict[str, np.ndarray]:
+    """One Gaussian per MRI plane in the gate's features, with a covariance they share
+    (Lee et al. 2018, "A simple unified framework for detecting out-of-distribution
+    samples"): the planes' means and the shared precision matrix."""
+    planes = np.asarray(planes)
+    kinds = [p for p in MRI_PLANES if (planes == p).any()]
+    means = np.stack([features[planes == p].mean(axis=0) for p in kinds])
+    centred = np.concatenate([features[planes == p] - m for p, m in zip(kinds, means)])
+    # A small ridge: some ReLU features are (nearly) never on for MRI slices.
+    covariance = np.cov(centred.T) + FEATURE_RIDGE * np.eye(features.shape[1])
+    return {
+        "gate_feature_means": means.astype(np.float32),
+        "gate_feature_precision": np.linalg.inv(covariance).astype(np.float32),
+    }
+
+
+def feature_distances(features: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
+    """Squared Mahalanobis distance of each input's gate features to the nearest MRI plane."""
+    precision = params["gate_feature_precision"].astype(np.float64)
+    return np.min(
+        [
+            np.einsum("ij,jk,ik->i", d, precision, d)
+            for d in (features - m for m in params["gate_feature_means"].astype(np.float64))
+        ],
+        axis=0,
+    )
 
 
 def background_levels(x: np.ndarray) -> np.ndarray:

@@ -46,7 +46,13 @@ from preprocessing import (
     scale_intensity,
 )
 
-from .ood import DEFAULT_PLANE_THRESHOLD, failed_checks
+from .ood import (
+    DEFAULT_PLANE_THRESHOLD,
+    MRI_PLANES,
+    failed_checks,
+    feature_distances,
+    fit_feature_distance,
+)
 
 PLANES = ("axial", "sagittal", "coronal", "not MRI")
 GATE_SIZE = 64
@@ -54,6 +60,9 @@ GATE_SIZE = 64
 # "sequence" changes which tissue is bright, so that the plane is learnt from shapes, not
 # from a collection's look (ahead of "geometric" on held-out sartaj; README, Plane gate).
 GATE_AUGMENT = "sequence"
+# The feature distance check (detector.ood) flags at most this share of val's axial
+# slices of AXIAL_TARGETS: the autoencoder's rule (train.ANOMALY_QUANTILE).
+DISTANCE_QUANTILE = 0.995
 # Which of PLANES each label allows.
 ALLOWED = {
     "axial": ("axial",),
@@ -164,6 +173,26 @@ def probabilities(gate, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     )
 
 
+def with_features(gate):
+    """The gate with two outputs: P(each of PLANES) and its pooled features (the
+    input of its last layer), which detector.ood's feature distance reads."""
+    import keras
+
+    return keras.Model(gate.input, [gate.output, gate.layers[-1].input])
+
+
+def features(gate, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The gate's pooled features of inputs (N, S, S, C), as ``probabilities`` reads them."""
+    network = with_features(gate)
+    grey = x.mean(axis=-1, keepdims=True).astype(np.float32)
+    return np.concatenate(
+        [
+            network(grey[i : i + batch_size], training=False)[1].numpy()
+            for i in range(0, len(x), batch_size)
+        ]
+    )
+
+
 def verdicts(p: np.ndarray, threshold: float) -> list[str]:
     """The plane of each slice: axial unless 1 - P(axial) > threshold, else the likeliest other."""
     others = np.array(PLANES[1:])[np.argmax(p[:, 1:], axis=1)]
@@ -258,13 +287,20 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
     ]
     not_axial = 1 - probabilities(gate, x[val_axial])[:, 0] if val_axial else [0.0]
     threshold = float(max(DEFAULT_PLANE_THRESHOLD, np.quantile(not_axial, 0.97)))
+    # The feature distance: Gaussians of the gate's own train slices of each MRI plane.
+    mri = np.array([i for i in part["train"] if planes[i] in MRI_PLANES], int)
+    distance = fit_feature_distance(features(gate, x[mri]), [planes[i] for i in mri])
+    val_distances = feature_distances(features(gate, x[val_axial]), distance) if val_axial else [0]
+    distance_threshold = float(np.quantile(val_distances, DISTANCE_QUANTILE))
 
     test = part["test"]
     x_test_extra, labels_test_extra, groups_extra, refused = made("test")
     labels = [planes[i] for i in test] + labels_test_extra
     groups = [flag_group(slices.collections[i], planes[i]) for i in test] + groups_extra
-    p = probabilities(gate, np.concatenate([x[test], x_test_extra]))
+    x_test = np.concatenate([x[test], x_test_extra])
+    p = probabilities(gate, x_test)
     predicted = verdicts(p, threshold)
+    far = feature_distances(features(gate, x_test), distance) > distance_threshold
     # A few test slices of each group, by file name: tests/test_plane.py runs them
     # through the whole pipeline of the saved model.
     examples = {g: [] for g in sorted(set(groups[: len(test)]))}
@@ -273,24 +309,32 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
             examples[groups[k]].append(slices.names[test[k]])
     if sartaj is not None:
         examples["CT"] = [f"sartaj/{p}" for p in ct_paths(sartaj)]
+    flagged = np.array([v != "axial" for v in predicted])
     metrics = {
         "threshold": threshold,
+        "distance_threshold": distance_threshold,
         "test_examples": examples,
         "train": {"union": len(train), "made": len(labels_extra), "augment": augment},
         "confusion": confusion(labels, predicted),
-        **flag_table(groups, [v != "axial" for v in predicted], refused),
+        **flag_table(groups, flagged, refused),
+        # The gate's verdict or its feature distance: what the gate's two checks flag.
+        "with_distance": flag_table(groups, flagged | far, refused),
     }
-    x_test = np.concatenate([x[test], x_test_extra])
-    return GateFit(gate, threshold, metrics, x_test, groups, predicted, planes)
+    return GateFit(gate, threshold, distance, distance_threshold, metrics, x_test, groups,
+                   predicted, far, refused, planes)  # fmt: skip
 
 
 class GateFit(NamedTuple):
     gate: object  # the keras model
     threshold: float  # flag when 1 - P(axial) > threshold
+    distance: dict  # detector.ood.fit_feature_distance's arrays, for the model's ood.npz
+    distance_threshold: float  # flag when the feature distance is over it
     metrics: dict  # confusion matrix, flag rate per test group, the targets
     x_test: np.ndarray  # grey test inputs, the union's then the made ones
     groups: list[str]  # each test input's flag_group
     predicted: list[str]  # the gate's verdict on each
+    far: np.ndarray  # each one's feature distance over distance_threshold (bool)
+    refused: dict[str, int]  # per group, the made test pictures the brain crop refuses
     known_planes: list[str]  # each slice's known plane, "" where none (known_planes)
 
 
@@ -561,11 +605,26 @@ def format_report(metrics: dict) -> str:
             f"{g:<22}{row['n']:>6}{row['flagged']:>9}{row['flagged'] / max(row['n'], 1):>8.1%}"
         )
     lines.append(f"\n{'target':<52}{'n':>6}{'rate':>8}  met")
-    for t in metrics["targets"]:
+    lines += _target_lines(metrics["targets"])
+    if "with_distance" in metrics:  # gates measured before the feature distance have none
+        lines.append(
+            f"\nThe gate's verdict or its feature distance over {metrics['distance_threshold']:.4g}"
+            " (chosen on val):"
+        )
+        lines += _target_lines(metrics["with_distance"]["targets"])
+    if "whole_detector" in metrics:  # set by record(), once the gate is in a detector
+        lines.append("\nThe whole detector, all its checks (grey inputs, so not the colour rule):")
+        lines += _target_lines(metrics["whole_detector"]["targets"])
+    return "\n".join(lines)
+
+
+def _target_lines(targets: list[dict]) -> list[str]:
+    lines = []
+    for t in targets:
         rate = "-" if t["rate"] is None else f"{t['rate']:.1%}"
         met = {True: "yes", False: "NO", None: "-"}[t["met"]]
         lines.append(f"{t['target']:<52}{t['n']:>6}{rate:>8}  {met}")
-    return "\n".join(lines)
+    return lines
 
 
 def format_old_checks(table: dict) -> str:
@@ -602,9 +661,9 @@ def plot_confusion(metrics: dict) -> bytes:
     return buf.getvalue()
 
 
-def old_checks_table(detector, x_test: np.ndarray, groups, gate_flags) -> dict:
-    """Per test group: what the older checks of detector.ood flag, and what they
-    flag that the gate misses (is each still worth keeping?)."""
+def older_checks(detector, x_test: np.ndarray) -> dict[str, np.ndarray]:
+    """Where each check of detector.ood that does not read the gate fires on the
+    gate's grey test inputs, and "any older check"."""
     x = np.stack(
         [cv2.resize(g, (detector.preprocess_config.image_size,) * 2)[..., None] for g in x_test]
     )
@@ -612,9 +671,16 @@ def old_checks_table(detector, x_test: np.ndarray, groups, gate_flags) -> dict:
     # Grey inputs: chroma 0, so the colour rule cannot fire here.
     _, scores = detector.predict_arrays(x)
     failed = failed_checks(scores, detector.config)
-    groups, gate_flags = np.array(groups), np.asarray(gate_flags, bool)
-    failed = {name: hit for name, hit in failed.items() if name != "not_axial"}
+    failed = {name: hit for name, hit in failed.items() if name not in GATE_CHECKS}
     failed["any older check"] = np.any(list(failed.values()), axis=0)
+    return failed
+
+
+def old_checks_table(failed: dict[str, np.ndarray], groups, gate_flags) -> dict:
+    """Per test group: what each of ``older_checks`` flags, and what it flags that
+    the gate misses (is each still worth keeping?). ``gate_flags``: the gate's
+    verdict or its feature distance."""
+    groups, gate_flags = np.array(groups), np.asarray(gate_flags, bool)
     table = {}
     for g in sorted(set(groups)):
         members = groups == g
@@ -628,16 +694,26 @@ def old_checks_table(detector, x_test: np.ndarray, groups, gate_flags) -> dict:
     return table
 
 
+GATE_CHECKS = ("not_axial", "gate_distance")  # detector.ood's checks that read the gate
+
+
 def sartaj_folder(roots) -> Path | None:
     """The sartaj collection among the data folders, whose views.csv names CT slices."""
     return next((Path(r) for r in roots if Path(r).name.lower() == "sartaj"), None)
 
 
 def record(detector, fitted: GateFit) -> None:
-    """Put a fitted gate's threshold into a detector, and its metrics (with what the
-    older checks still catch that it misses) and confusion-matrix plot."""
+    """Put a fitted gate's thresholds and feature Gaussians into a detector, and its
+    metrics (with what the older checks still catch that it misses, and what the
+    whole detector flags) and confusion-matrix plot."""
     detector.config["plane_threshold"] = fitted.threshold
-    flags = [v != "axial" for v in fitted.predicted]
-    fitted.metrics["old_checks"] = old_checks_table(detector, fitted.x_test, fitted.groups, flags)
+    detector.config["gate_distance_threshold"] = fitted.distance_threshold
+    detector.ood.update(fitted.distance)
+    flags = np.array([v != "axial" for v in fitted.predicted]) | fitted.far
+    older = older_checks(detector, fitted.x_test)
+    fitted.metrics["old_checks"] = old_checks_table(older, fitted.groups, flags)
+    fitted.metrics["whole_detector"] = flag_table(
+        fitted.groups, flags | older["any older check"], fitted.refused
+    )
     detector.config.setdefault("metrics", {})["plane_gate"] = fitted.metrics
     detector.assets["plane_gate.png"] = plot_confusion(fitted.metrics)

@@ -115,6 +115,48 @@ def test_a_gate_put_into_a_detector_is_the_one_it_predicts_with():
     assert after == pytest.approx(expected, abs=1e-5) and after != pytest.approx(before, abs=1e-5)
 
 
+def test_the_feature_distance_is_to_the_nearest_planes_gaussian():
+    from detector.ood import feature_distances, fit_feature_distance
+
+    rng = np.random.default_rng(0)
+    centres = {"axial": np.zeros(4), "sagittal": np.full(4, 10.0)}
+    planes = ["axial"] * 200 + ["sagittal"] * 200
+    features = np.concatenate([c + rng.normal(size=(200, 4)) for c in centres.values()])
+    params = fit_feature_distance(features, planes)
+    assert params["gate_feature_means"].shape == (2, 4)  # no coronal slices: no coronal Gaussian
+    halfway = np.full(4, 5.0)
+    d = feature_distances(np.stack([centres["axial"], centres["sagittal"], halfway]), params)
+    # At either plane's centre ~0; halfway between them, far from both (4 features, unit spread).
+    assert d[0] < 0.5 and d[1] < 0.5 and d[2] > 50
+
+
+def test_the_gate_feature_distance_travels_with_the_model_and_a_header_overrides_it(tmp_path):
+    """The Gaussians go to ood.npz, the threshold to config.json; a DICOM/NIfTI header
+    says the slice is MRI, so the distance is not used for it."""
+    from detector.ood import failed_checks, fit_feature_distance
+
+    det = tiny_detector()
+    gate = plane.build_gate(seed=0)
+    x = preprocess(brain(128), det.preprocess_config).x[None]
+    reference = plane.features(gate, np.random.default_rng(0).random((40, 96, 96, 1), np.float32))
+    ood = {**det.ood, **fit_feature_distance(reference, ["axial"] * 40)}
+    gated = BrainTumorDetector(det.classifier, det.autoencoder, det.config, ood=ood,
+                               plane_gate=gate)  # fmt: skip
+    distance = gated.predict(brain(128)).gate_distance
+    assert distance > 0
+    gated.config["gate_distance_threshold"] = distance / 2
+    gated.save_pretrained(tmp_path)
+    loaded = BrainTumorDetector.from_pretrained(tmp_path)
+    _, scores = loaded.predict_arrays(x)
+    assert scores["gate_distance"][0] == pytest.approx(distance, rel=1e-4)
+    assert failed_checks(scores, loaded.config)["gate_distance"][0]
+    from_header = loaded.predict(nifti())
+    assert from_header.plane_source == "header" and from_header.gate_distance == 0.0
+    # A model saved before the check (no Gaussians, no threshold) scores 0 and never flags.
+    older = BrainTumorDetector(det.classifier, det.autoencoder, det.config, plane_gate=gate)
+    assert older.predict(brain(128)).gate_distance == 0.0
+
+
 def test_set_valued_loss_rewards_either_allowed_plane():
     allowed = plane.masks(["sagittal-or-coronal", "axial"])
     p = np.array([[0.0, 0.5, 0.5, 0.0], [0.5, 0.5, 0.0, 0.0]], np.float32)
