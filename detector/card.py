@@ -247,6 +247,11 @@ def card_context(config: dict, assets: dict) -> dict:
         if metrics.get("test_by_subgroup")
         else None,
         "held_out_table": held_out_table(config["held_out"]) if config.get("held_out") else None,
+        "plane_gate_table": plane_gate_table(metrics["plane_gate"])
+        if metrics.get("plane_gate")
+        else None,
+        "plane_threshold": fmt_number(config.get("plane_threshold")),
+        "gate_distance_threshold": fmt_number(config.get("gate_distance_threshold"), ".4g"),
         "intensity": (config.get("preprocessing") or {}).get("intensity", "raw"),
         "tumor_type": type_context(config),
         "other_files": sorted(name for name in assets if not name.endswith(".png")),
@@ -273,6 +278,28 @@ HELD_OUT_DETAILS = {
     "plaque_mimics": "plaque mimics", "epochs": "epochs",
     "fit_seconds": "fit (s)",
 }  # fmt: skip
+# detector.plane's test targets: the gate's verdict, then with each thing that adds flags.
+PLANE_GATE_COLUMNS = {
+    "": "the gate's verdict",
+    "with_distance": "... or its feature distance",
+    "whole_detector": "the whole detector",
+}
+
+
+def plane_gate_table(gate: dict) -> str:
+    """Markdown: each of the gate's targets on the test split, the share flagged in each
+    column of PLANE_GATE_COLUMNS that the metrics hold (older gates: the first only)."""
+    columns = {key: name for key, name in PLANE_GATE_COLUMNS.items() if not key or key in gate}
+    tables = [(gate[key] if key else gate)["targets"] for key in columns]
+    header = "| target | n | " + " | ".join(columns.values()) + " |"
+    lines = [header, "|---" * (len(columns) + 2) + "|"]
+    for row in zip(*tables):
+        what = row[0]["target"].replace(">=", "≥").replace("<=", "≤")
+        rates = " | ".join(fmt_percent(t["rate"]) for t in row)
+        lines.append(f"| {what} | {row[0]['n']} | {rates} |")
+    return "\n".join(lines)
+
+
 SUBGROUP_COLUMNS = ("n", "tumors", "auroc", "sensitivity", "specificity")
 
 

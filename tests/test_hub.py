@@ -176,6 +176,24 @@ def test_card_shows_baselines_beside_this_model():
     assert "| AUROC | 0.987 [0.979, 0.993] | not evaluated |" in text
 
 
+def test_card_shows_the_plane_gates_targets_with_each_check_it_adds():
+    def targets(*rates):
+        names = ("sagittal and coronal MRI flagged >= 95%", "axial MRI flagged <= 3%")
+        return [{"target": t, "n": 100, "rate": r} for t, r in zip(names, rates)]
+
+    config = json.loads(json.dumps(CONFIG))
+    gate = {"targets": targets(0.9, 0.02)}  # a gate measured before the feature distance
+    config["metrics"]["plane_gate"] = gate
+    older = render_model_card(config, {})
+    assert "| sagittal and coronal MRI flagged ≥ 95% | 100 | 90.0% |" in older
+    gate["with_distance"] = {"targets": targets(0.95, 0.025)}
+    gate["whole_detector"] = {"targets": targets(0.96, 0.05)}
+    text = render_model_card(config, {})
+    columns = "the gate's verdict | ... or its feature distance | the whole detector"
+    assert f"| target | n | {columns} |" in text
+    assert "| axial MRI flagged ≤ 3% | 100 | 2.0% | 2.5% | 5.0% |" in text
+
+
 def test_card_renders_for_an_unevaluated_model():
     text = render_model_card({"preprocessing": {"image_size": 96, "channels": 1}}, {})
     card = ModelCard(text)  # still valid Hub metadata
