@@ -96,6 +96,16 @@ def test_colour_and_paper_are_caught_by_the_fixed_rules(detector, name, check):
     assert ood.failed_checks(scores, detector.config)[check], scores
 
 
+def test_the_gate_feature_distance_flags_a_picture_the_gate_calls_axial(detector):
+    """scikit-image's text, grey letters on light paper: the gate's softmax says axial,
+    but its features lie far from every MRI slice it learnt from."""
+    from detector import ood
+
+    prediction = detector.predict(_photo("text"))
+    assert prediction.plane == "axial"
+    assert ood.failed_checks(prediction.ood_scores(), detector.config)["gate_distance"]
+
+
 @pytest.mark.parametrize("plane", ["sagittal", "coronal"])
 def test_sagittal_and_coronal_slices_are_flagged(detector, volume, plane):
     _, voxels = volume
