@@ -280,7 +280,9 @@ class BrainTumorDetector(
 
     def layout_scores(self, x: np.ndarray) -> np.ndarray:
         """detector.ood's layout score of preprocessed inputs (zeros when the model has no check)."""
-        return layout_scores(x, self.ood) if "layout_mean" in self.ood else np.zeros(len(x))
+        if "layout_mean" not in self.ood:
+            return np.zeros(len(x))
+        return layout_scores(x, self.ood)
 
     def out_of_distribution(self, scores: dict[str, np.ndarray]) -> np.ndarray:
         """Where any check of detector.ood fires. Each catches what the others miss:

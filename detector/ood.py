@@ -45,16 +45,17 @@ CHROMA_LIMIT = 25.0
 BACKGROUND_LIMIT = 0.5
 
 # Each check: (score name, its threshold: a config.json key or a fixed limit,
-# what a flag means, in words for the person who uploaded the image).
+# what a flag means, in words for the person who uploaded the image). The app
+# names the first that fires, so the fixed rules, which say what to fix, come early.
 CHECKS = (
     ("not_axial", "plane_threshold",
      "it is not an axial brain MRI slice, and the model reads axial slices only"),
-    ("gate_distance", "gate_distance_threshold",
-     "it lies far from every brain MRI slice the plane gate learnt from: it does not look like an MRI slice"),
     ("chroma", CHROMA_LIMIT, "it is a colour picture, and MRI slices are grey"),
     ("background_level", BACKGROUND_LIMIT,
      ("its background is light, as on paper, where an MRI shows the head on a dark "
       "background: crop away any white margin")),
+    ("gate_distance", "gate_distance_threshold",
+     "it looks like no brain MRI slice the plane gate learnt from, in any plane"),
     ("layout_score", "layout_threshold",
      "its edges do not run like an axial slice's: the model reads axial brain MRI slices only"),
     ("anomaly_score", "anomaly_threshold",

@@ -132,8 +132,10 @@ def verdict(prediction: Prediction, config: dict) -> str:
     """One Markdown line that says what the numbers mean, and what they do not."""
     p = f"P(tumour) = {prediction.tumor_probability:.2f}"
     if prediction.plane not in ("", "axial"):
-        # The other checks' reasons, if any, say more (a colour photo, paper).
-        others = ood.reasons({**prediction.ood_scores(), "not_axial": 0.0}, config)
+        # The other checks' reasons, if any, say more (a colour photo, paper); the
+        # gate's feature distance would only say again that it is no MRI slice.
+        scores = {**prediction.ood_scores(), "not_axial": 0.0, "gate_distance": 0.0}
+        others = ood.reasons(scores, config)
         also = f" Besides, {others[0]}." if others else ""
         return f"⚠️ **Not a finding**: {not_axial(prediction)}{also}"
     if prediction.out_of_distribution:
@@ -190,6 +192,8 @@ def details(prediction: Prediction, config: dict) -> dict:
         "inconclusive_band": list(config["inconclusive_band"]),
         "anomaly_threshold": config["anomaly_threshold"],
         "layout_threshold": config.get("layout_threshold"),
+        "plane_threshold": config.get("plane_threshold"),
+        "gate_distance_threshold": config.get("gate_distance_threshold"),
         "chroma_limit": ood.CHROMA_LIMIT,
         "background_limit": ood.BACKGROUND_LIMIT,
     }
@@ -283,8 +287,10 @@ flag inputs unlike the training MRIs, not to diagnose.
   **inconclusive**: the model is unreliable there.
 - **Unlike the training MRIs** (another modality, another body part, a
   sagittal or coronal slice, a photo, a document): the probability is then not
-  a finding. Four checks, any one of which flags an input: the autoencoder's
-  reconstruction error (above {fmt_number(config.get("anomaly_threshold"), ".3g")}), the
+  a finding. Six checks, any one of which flags an input: the plane gate's
+  verdict (1 - P(axial) above {fmt_number(config.get("plane_threshold"))}), its
+  features' distance from every MRI slice it learnt (above
+  {fmt_number(config.get("gate_distance_threshold"), ".4g")}), the autoencoder's reconstruction error (above {fmt_number(config.get("anomaly_threshold"), ".3g")}), the
   layout of the edges (above {fmt_number(config.get("layout_threshold"), ".3g")}), colour
   (chroma above {ood.CHROMA_LIMIT:g}) and a light background (level above {ood.BACKGROUND_LIMIT:g}).
 - **Grad-CAM** shows where the classifier looked, coarsely; it does not outline a
