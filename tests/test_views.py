@@ -151,10 +151,12 @@ def test_a_slice_in_another_plane_is_named_not_read():
     ct = Prediction(0.9, "inconclusive", 0.01, True, grey, grey, grey, not_axial=1.0,
                     plane="not MRI", plane_source="header")  # fmt: skip
     assert "no brain MRI (says its header)" in views.verdict(ct, CONFIG)
+    # The gate's feature distance fires too, but only says again that it is no MRI.
     photo = Prediction(0.5, "inconclusive", 0.01, True, grey, grey, grey, chroma=61.0,
-                       not_axial=0.9, plane="not MRI", plane_source="gate",
+                       not_axial=0.9, gate_distance=400.0, plane="not MRI", plane_source="gate",
                        plane_probabilities={"not MRI": 0.9})  # fmt: skip
-    assert "Besides, it is a colour picture" in views.verdict(photo, CONFIG)
+    text = views.verdict(photo, {**CONFIG, "gate_distance_threshold": 170.0})
+    assert "Besides, it is a colour picture" in text and "plane gate learnt" not in text
 
 
 def test_about_has_disclaimer_metrics_and_thresholds():
