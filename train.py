@@ -253,13 +253,14 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "anomaly_threshold": float("inf"),
         "layout_threshold": float("inf"),
         "plane_threshold": gate_fit.threshold if gate_fit else DEFAULT_PLANE_THRESHOLD,  # chosen on val
-        "gate_distance_threshold": gate_fit.distance_threshold if gate_fit else float("inf"),
         "tumor_types": list(TUMOR_TYPES) if type_classifier else [],
         "type_image_size": x_type.shape[1] if type_classifier else cfg.image_size,
     }
-    # The layout check's subspace comes from the training slices, the gate's feature
-    # Gaussians from its own; their thresholds from val.
-    ood = {**fit_layout(x[train_i]), **(gate_fit.distance if gate_fit else {})}
+    # The layout check's subspace comes from the training slices; its threshold from val.
+    ood = fit_layout(x[train_i])
+    if gate_fit:  # the gate's feature distance: Gaussians of its own train slices, threshold from val
+        config["gate_distance_threshold"] = gate_fit.distance_threshold
+        ood.update(gate_fit.distance)
     detector = BrainTumorDetector(
         classifier, autoencoder, config, ood=ood,
         plane_gate=gate_fit and gate_fit.gate, type_classifier=type_classifier,

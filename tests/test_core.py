@@ -98,6 +98,7 @@ def test_tiny_training_round_trip(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model")]  # no staging left
     config = json.loads((out / "config.json").read_text())
     assert config["preprocessing"]["image_size"] == 48
+    assert "gate_distance_threshold" not in config  # no slice of known plane: no gate
     split = json.loads((out / "split.json").read_text())
     train_tumours = sum(e["split"] == "train" and e["label"] == 1 for e in split.values())
     assert config["training"]["synthetic_tumours"] == round(0.5 * train_tumours) > 0

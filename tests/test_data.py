@@ -335,7 +335,11 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(
         "ms",
     }
     assert config["held_out"][0]["collection"] == "figshare"
+    # The gate's feature distance: its threshold chosen on val, its Gaussians in ood.npz.
+    assert 0 < config["gate_distance_threshold"] < float("inf")
+    assert {"gate_feature_means", "gate_feature_precision"} <= set(np.load(union / "ood.npz"))
     card = (union / "README.md").read_text()
+    assert "## The plane gate" in card and "... or its feature distance" in card
     assert (
         "### Held-out collections" in card
         and f"| figshare | 8 | 8 | - | {figshare['sensitivity']:.3f} |" in card
