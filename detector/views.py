@@ -290,7 +290,8 @@ flag inputs unlike the training MRIs, not to diagnose.
   a finding. Six checks, any one of which flags an input: the plane gate's
   verdict (1 - P(axial) above {fmt_number(config.get("plane_threshold"))}), its
   features' distance from every MRI slice it learnt (above
-  {fmt_number(config.get("gate_distance_threshold"), ".4g")}), the autoencoder's reconstruction error (above {fmt_number(config.get("anomaly_threshold"), ".3g")}), the
+  {fmt_number(config.get("gate_distance_threshold"), ".4g")}), the autoencoder's
+  reconstruction error (above {fmt_number(config.get("anomaly_threshold"), ".3g")}), the
   layout of the edges (above {fmt_number(config.get("layout_threshold"), ".3g")}), colour
   (chroma above {ood.CHROMA_LIMIT:g}) and a light background (level above {ood.BACKGROUND_LIMIT:g}).
 - **Grad-CAM** shows where the classifier looked, coarsely; it does not outline a
