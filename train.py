@@ -187,6 +187,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     from detector.plane import (
         axial_slices,
         fit_plane_gate,
+        install,
         record,
         sartaj_folder,
     )
@@ -252,19 +253,16 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "inconclusive_band": [0.5, 0.5],
         "anomaly_threshold": float("inf"),
         "layout_threshold": float("inf"),
-        "plane_threshold": gate_fit.threshold if gate_fit else DEFAULT_PLANE_THRESHOLD,  # chosen on val
+        "plane_threshold": DEFAULT_PLANE_THRESHOLD,  # a gate's own, chosen on val, replaces it
         "tumor_types": list(TUMOR_TYPES) if type_classifier else [],
         "type_image_size": x_type.shape[1] if type_classifier else cfg.image_size,
     }
     # The layout check's subspace comes from the training slices; its threshold from val.
-    ood = fit_layout(x[train_i])
-    if gate_fit:  # the gate's feature distance: Gaussians of its own train slices, threshold from val
-        config["gate_distance_threshold"] = gate_fit.distance_threshold
-        ood.update(gate_fit.distance)
     detector = BrainTumorDetector(
-        classifier, autoencoder, config, ood=ood,
-        plane_gate=gate_fit and gate_fit.gate, type_classifier=type_classifier,
-    )  # fmt: skip
+        classifier, autoencoder, config, ood=fit_layout(x[train_i]), type_classifier=type_classifier
+    )
+    if gate_fit:  # the gate, its thresholds and its feature Gaussians, before val is read
+        install(detector, gate_fit)
     axial = np.array([p == "axial" for p in slices.planes])
     tune_on_val(detector, x[val_i], y[val_i], slices.chroma[val_i], axial[val_i])
     if gate_fit:

@@ -38,6 +38,7 @@ from detector.plane import (
     fit_plane_gate,
     format_old_checks,
     format_report,
+    install,
     record,
     sartaj_folder,
 )
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
     if args.hold_out:  # the detector's figures are of its own split, not this one
         print(format_report(fitted.metrics))
         return 0
-    detector.plane_gate = fitted.gate
+    install(detector, fitted)
     if gate is not None:  # what the kept gate was trained on: unknown here, so as recorded
         fitted.metrics["train"] = detector.config["metrics"]["plane_gate"]["train"]
     record(detector, fitted)

@@ -127,7 +127,7 @@ class BrainTumorDetector(
 
         self._plane_gate = gate
         size, channels = self.preprocess_config.image_size, self.preprocess_config.channels
-        gate_and_features = gate and plane.with_features(gate)
+        gate_and_features = None if gate is None else plane.with_features(gate)
 
         def forward(x):
             if gate is None:

@@ -162,17 +162,6 @@ def _balanced_weights(labels) -> np.ndarray:
     return (len(group) / (3 * np.maximum(counts, 1)))[group]
 
 
-def probabilities(gate, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """P(each of PLANES) of inputs (N, S, S, C), outside the detector's compiled graph."""
-    grey = x.mean(axis=-1, keepdims=True).astype(np.float32)
-    return np.concatenate(
-        [
-            gate(grey[i : i + batch_size], training=False).numpy()
-            for i in range(0, len(x), batch_size)
-        ]
-    )
-
-
 def with_features(gate):
     """The gate with two outputs: P(each of PLANES) and its pooled features (the
     input of its last layer), which detector.ood's feature distance reads."""
@@ -181,16 +170,24 @@ def with_features(gate):
     return keras.Model(gate.input, [gate.output, gate.layers[-1].input])
 
 
-def features(gate, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """The gate's pooled features of inputs (N, S, S, C), as ``probabilities`` reads them."""
+def outputs(gate, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """P(each of PLANES) and the pooled features of inputs (N, S, S, C), in one pass,
+    outside the detector's compiled graph."""
     network = with_features(gate)
     grey = x.mean(axis=-1, keepdims=True).astype(np.float32)
-    return np.concatenate(
-        [
-            network(grey[i : i + batch_size], training=False)[1].numpy()
-            for i in range(0, len(x), batch_size)
-        ]
-    )
+    starts = range(0, len(x), batch_size)
+    batches = [network(grey[i : i + batch_size], training=False) for i in starts]
+    return tuple(np.concatenate([batch[k].numpy() for batch in batches]) for k in (0, 1))
+
+
+def probabilities(gate, x: np.ndarray) -> np.ndarray:
+    """P(each of PLANES) of inputs (N, S, S, C)."""
+    return outputs(gate, x)[0]
+
+
+def features(gate, x: np.ndarray) -> np.ndarray:
+    """The gate's pooled features of inputs (N, S, S, C)."""
+    return outputs(gate, x)[1]
 
 
 def verdicts(p: np.ndarray, threshold: float) -> list[str]:
@@ -279,18 +276,20 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
             x[part["val"]], [planes[i] for i in part["val"]], epochs=epochs, seed=seed,
             verbose=verbose, augment=augment,
         )  # fmt: skip
-    # At most 3 % of val's axial slices of the targets' collections flagged (ms/ holds
-    # every level down to the skull base: reported, not tuned for); never under
-    # DEFAULT_PLANE_THRESHOLD.
-    val_axial = [
-        i for i in part["val"] if planes[i] == "axial" and slices.collections[i] in AXIAL_TARGETS
-    ]
-    not_axial = 1 - probabilities(gate, x[val_axial])[:, 0] if val_axial else [0.0]
-    threshold = float(max(DEFAULT_PLANE_THRESHOLD, np.quantile(not_axial, 0.97)))
     # The feature distance: Gaussians of the gate's own train slices of each MRI plane.
     mri = np.array([i for i in part["train"] if planes[i] in MRI_PLANES], int)
     distance = fit_feature_distance(features(gate, x[mri]), [planes[i] for i in mri])
-    val_distances = feature_distances(features(gate, x[val_axial]), distance) if val_axial else [0]
+    # At most 3 % of val's axial slices of the targets' collections flagged (ms/ holds
+    # every level down to the skull base: reported, not tuned for); never under
+    # DEFAULT_PLANE_THRESHOLD. The distance's threshold: DISTANCE_QUANTILE of the same.
+    val_axial = [
+        i for i in part["val"] if planes[i] == "axial" and slices.collections[i] in AXIAL_TARGETS
+    ]
+    not_axial, val_distances = [0.0], [0.0]
+    if val_axial:
+        p_val, features_val = outputs(gate, x[val_axial])
+        not_axial, val_distances = 1 - p_val[:, 0], feature_distances(features_val, distance)
+    threshold = float(max(DEFAULT_PLANE_THRESHOLD, np.quantile(not_axial, 0.97)))
     distance_threshold = float(np.quantile(val_distances, DISTANCE_QUANTILE))
 
     test = part["test"]
@@ -298,9 +297,9 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
     labels = [planes[i] for i in test] + labels_test_extra
     groups = [flag_group(slices.collections[i], planes[i]) for i in test] + groups_extra
     x_test = np.concatenate([x[test], x_test_extra])
-    p = probabilities(gate, x_test)
+    p, features_test = outputs(gate, x_test)
     predicted = verdicts(p, threshold)
-    far = feature_distances(features(gate, x_test), distance) > distance_threshold
+    far = feature_distances(features_test, distance) > distance_threshold
     # A few test slices of each group, by file name: tests/test_plane.py runs them
     # through the whole pipeline of the saved model.
     examples = {g: [] for g in sorted(set(groups[: len(test)]))}
@@ -702,13 +701,19 @@ def sartaj_folder(roots) -> Path | None:
     return next((Path(r) for r in roots if Path(r).name.lower() == "sartaj"), None)
 
 
-def record(detector, fitted: GateFit) -> None:
-    """Put a fitted gate's thresholds and feature Gaussians into a detector, and its
-    metrics (with what the older checks still catch that it misses, and what the
-    whole detector flags) and confusion-matrix plot."""
+def install(detector, fitted: GateFit) -> None:
+    """Put a fitted gate into a detector, with its two thresholds (chosen on val) and
+    its feature Gaussians: the detector then predicts and flags through it."""
+    detector.plane_gate = fitted.gate
     detector.config["plane_threshold"] = fitted.threshold
     detector.config["gate_distance_threshold"] = fitted.distance_threshold
     detector.ood.update(fitted.distance)
+
+
+def record(detector, fitted: GateFit) -> None:
+    """Put an installed gate's metrics into a detector (with what the older checks
+    still catch that it misses, and what the whole detector flags), and its
+    confusion-matrix plot."""
     flags = np.array([v != "axial" for v in fitted.predicted]) | fitted.far
     older = older_checks(detector, fitted.x_test)
     fitted.metrics["old_checks"] = old_checks_table(older, fitted.groups, flags)
