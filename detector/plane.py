@@ -170,19 +170,23 @@ def with_features(gate):
     return keras.Model(gate.input, [gate.output, gate.layers[-1].input])
 
 
-def outputs(gate, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """P(each of PLANES) and the pooled features of inputs (N, S, S, C), in one pass,
-    outside the detector's compiled graph."""
-    network = with_features(gate)
+def _in_batches(network, x: np.ndarray, batch_size: int) -> list:
+    """``network`` (the gate, or with_features of it) on inputs (N, S, S, C) made grey,
+    outside the detector's compiled graph: its output for each batch."""
     grey = x.mean(axis=-1, keepdims=True).astype(np.float32)
     starts = range(0, len(x), batch_size)
-    batches = [network(grey[i : i + batch_size], training=False) for i in starts]
-    return tuple(np.concatenate([batch[k].numpy() for batch in batches]) for k in (0, 1))
+    return [network(grey[i : i + batch_size], training=False) for i in starts]
 
 
-def probabilities(gate, x: np.ndarray) -> np.ndarray:
+def probabilities(gate, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """P(each of PLANES) of inputs (N, S, S, C)."""
-    return outputs(gate, x)[0]
+    return np.concatenate([p.numpy() for p in _in_batches(gate, x, batch_size)])
+
+
+def outputs(gate, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """P(each of PLANES) and the pooled features of inputs (N, S, S, C), in one pass."""
+    batches = _in_batches(with_features(gate), x, batch_size)
+    return tuple(np.concatenate([batch[k].numpy() for batch in batches]) for k in (0, 1))
 
 
 def features(gate, x: np.ndarray) -> np.ndarray:
