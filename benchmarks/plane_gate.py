@@ -8,7 +8,7 @@ train.py fits the gate with the rest; this is for a model directory made
 before the gate, or after its labels or recipe changed. To compare gate
 recipes, fit one several times on the model's own split and keep nothing:
 
-    python benchmarks/plane_gate.py ... --into pretrained --gate-seed S --dry-run
+    python benchmarks/plane_gate.py ... --into pretrained --gate-seed S --dry-run [--extras ...]
 
 and on a collection the gate never saw (train.py --hold-out's split; only the
 gate's own figures, the held-out collection whole as its test):
@@ -35,6 +35,7 @@ from detector import BrainTumorDetector
 from detector.data import load_slices
 from detector.plane import (
     GATE_AUGMENT,
+    MADE_EXTRAS,
     fit_plane_gate,
     format_old_checks,
     format_report,
@@ -76,6 +77,10 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=GATE_AUGMENT, help="the gate's")
     parser.add_argument(
+        "--extras", nargs="+", choices=MADE_EXTRAS, default=[],
+        help="made examples to learn from as well (tried, not adopted: README, Plane gate)",
+    )  # fmt: skip
+    parser.add_argument(
         "--measure-only",
         action="store_true",
         help="keep the model's gate: choose its threshold and measure it again",
@@ -94,7 +99,7 @@ def main(argv=None) -> int:
     gate_seed = args.seed if args.gate_seed is None else args.gate_seed
     fitted = fit_plane_gate(
         slices, split, cfg, sartaj_folder(args.data), gate_seed, epochs=args.epochs, gate=gate,
-        augment=args.augment,
+        augment=args.augment, made_extras=tuple(args.extras),
     )
     if args.hold_out:  # the detector's figures are of its own split, not this one
         print(format_report(fitted.metrics))

@@ -18,7 +18,7 @@ What it learns from (``gate_examples``):
   and made to look like exported JPEGs, non-MRI pictures (scikit-image's
   photos, synthetic documents), and CT: a head CT volume (HEAD_CT) cut in all
   three planes under random windows to learn from, sartaj's CT slices
-  (views.csv "ct") to test on.
+  (views.csv "ct") to test on. (MADE_EXTRAS were tried as well.)
 
 The slices of the union follow the classifier's split (by cluster, so by
 patient); the extras are split by source: template cuts and the CT volume
@@ -31,6 +31,7 @@ per slice, so it does not depend on the classifier's size or intensity scaling.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from pathlib import Path
 from typing import NamedTuple
@@ -77,6 +78,10 @@ HAND_LABELS = Path(__file__).with_name("figshare_views.csv")
 # One head CT to learn CT from (InVesalius's example "ProMED CT 0051": 108 axial
 # slices in Hounsfield units), from Debian's invesalius-examples package.
 HEAD_CT = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
+# Made extras a gate can also learn from (fit_plane_gate's ``made_extras``; tried, not
+# adopted: README, Plane gate): CT made from the template's tissue maps (template_ct_cuts),
+# and half the template cuts with a T1 skull drawn round the brain (template_cuts).
+MADE_EXTRAS = ("template-ct", "skulled-template")
 # CT windows (level, width in HU) a CT slice is exported under: brain, subdural,
 # stroke, soft tissue, bone, and the volume's own.
 CT_WINDOWS = ((40, 80), (75, 200), (35, 40), (50, 400), (500, 2000), (-18, 406))
@@ -249,11 +254,12 @@ def hand_labels() -> dict[str, str]:
 # ------------------------------------------------------------------ training
 def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | None, seed: int = 0,
                    max_axial: int = 3000, epochs: int = 16, verbose: int = 2, gate=None,
-                   augment: str = GATE_AUGMENT) -> GateFit:  # fmt: skip
+                   augment: str = GATE_AUGMENT, made_extras=()) -> GateFit:  # fmt: skip
     """Train the gate on the classifier's split of the union plus the extras, choose
     its threshold on val, and read test once. ``sartaj``: the folder whose
     views.csv lists CT slices (None: no CT examples). ``gate``: a trained gate
-    to choose the threshold of and measure again (new hand labels), untrained."""
+    to choose the threshold of and measure again (new hand labels), untrained.
+    ``made_extras``: MADE_EXTRAS to learn from as well (tried, not adopted: README)."""
     planes = known_planes(slices)
     rng = np.random.default_rng(seed)
     part = {}
@@ -268,7 +274,9 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
     x = slices.inputs(cfg).mean(axis=-1, keepdims=True)
 
     def made(which):
-        squares, labels, groups, refused = extras(cfg.image_size, sartaj, which, seed)
+        squares, labels, groups, refused = extras(
+            cfg.image_size, sartaj, which, seed, made_extras
+        )
         grey = np.stack([scale_intensity(s, cfg).mean(axis=-1, keepdims=True) for s in squares])
         return grey, labels, groups, refused
 
@@ -317,7 +325,8 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
         "threshold": threshold,
         "distance_threshold": distance_threshold,
         "test_examples": examples,
-        "train": {"union": len(train), "made": len(labels_extra), "augment": augment},
+        "train": {"union": len(train), "made": len(labels_extra), "augment": augment,
+                  **({"made_extras": list(made_extras)} if made_extras else {})},  # fmt: skip
         "confusion": confusion(labels, predicted),
         **flag_table(groups, flagged, refused),
         # The gate's verdict or its feature distance: what the gate's two checks flag.
@@ -342,16 +351,27 @@ class GateFit(NamedTuple):
 
 
 # ------------------------------------------------------------------ extras
-def template_cuts(side: int, rng: np.random.Generator, per_plane: int = 250):
-    """MNI152 (skull-stripped) ``cuts``, each made to look like an exported JPEG.
-    Returns (uint8 squares, labels)."""
+def template_cuts(side: int, rng: np.random.Generator, per_plane: int = 250,
+                  skulled: bool = False):  # fmt: skip
+    """MNI152 (skull-stripped) ``cuts``, each made to look like an exported JPEG;
+    ``skulled``: half of them with a T1 skull and scalp drawn round the brain, the
+    layers template_ct_cuts draws in CT's look (MADE_EXTRAS). Returns (uint8 squares,
+    labels)."""
     from nilearn.datasets import load_mni152_template
 
+    template = load_mni152_template().get_fdata()
+    volumes = [(template, per_plane)]
+    if skulled:
+        _, outside = _template_ct_tissue()
+        volumes = [(template, per_plane // 2)] + [
+            (_with_skull(template, outside, rng, "T1"), per_plane // 8) for _ in range(4)
+        ]
     squares, labels = [], []
-    for plane, cut in cuts(load_mni152_template().get_fdata(), rng, per_plane):
-        square = _square(exported_look(cut, rng), side)
-        if square is not None:
-            squares.append(square), labels.append(plane)
+    for volume, n in volumes:
+        for plane, cut in cuts(volume, rng, n):  # a generator: draws as it goes
+            square = _square(exported_look(cut, rng), side)
+            if square is not None:
+                squares.append(square), labels.append(plane)
     return squares, labels
 
 
@@ -417,6 +437,70 @@ def head_ct_cuts(side: int, rng: np.random.Generator, per_plane=(160, 30, 30), p
             if square is not None:
                 squares.append(square)
     return squares, ["not MRI"] * len(squares)
+
+
+def template_ct_cuts(side: int, rng: np.random.Generator, per_plane=(160, 30, 30)):
+    """CT made from the MNI152 template's tissue maps, cut like head_ct_cuts: every
+    template CT has the template's anatomy but its own skull, scalp, noise and window,
+    so that the gate learns CT from more than HEAD_CT's one head. Returns (uint8
+    squares, labels: "not MRI")."""
+    brain, outside = _template_ct_tissue()
+    inside = brain > -1000
+    squares = []
+    for axis, n in zip((2, 0, 1), per_plane):  # axial, sagittal, coronal (RAS)
+        extent = np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != axis)))
+        # The first quarter of the extent left out (axially the skull base, not drawn here).
+        lo, hi = extent[0] + 0.25 * len(extent), extent[-1] - 0.1 * len(extent)
+        for level in rng.integers(lo, hi, n):
+            cut = [np.take(volume, level, axis=axis) for volume in (brain, outside)]
+            hu = _with_skull(*cut, rng)
+            hu = np.rot90(hu) + rng.normal(0, rng.uniform(2, 6), hu.shape[::-1])  # quantum noise
+            hu = cv2.resize(hu, (hu.shape[1], int(hu.shape[0] * rng.uniform(0.85, 1.15))))
+            centre, width = CT_WINDOWS[rng.integers(len(CT_WINDOWS))] * rng.uniform(0.8, 1.25, 2)
+            square = _square(as_exported(np.clip((hu - centre) / width + 0.5, 0, 1), rng), side)
+            if square is not None:
+                squares.append(square)
+    return squares, ["not MRI"] * len(squares)
+
+
+@functools.cache  # template_cuts and template_ct_cuts both read it
+def _template_ct_tissue() -> tuple[np.ndarray, np.ndarray]:
+    """The template brain in Hounsfield units (grey matter 40, white 28, CSF 6; -1000
+    outside) and each voxel's distance in mm out from the brain."""
+    from nilearn.datasets import (
+        load_mni152_brain_mask,
+        load_mni152_gm_template,
+        load_mni152_wm_template,
+    )
+    from scipy.ndimage import distance_transform_edt
+
+    mask = load_mni152_brain_mask(resolution=1).get_fdata() > 0.5
+    grey = load_mni152_gm_template(resolution=1).get_fdata()
+    white = load_mni152_wm_template(resolution=1).get_fdata()
+    hu = 40 * grey + 28 * white + 6 * np.clip(1 - grey - white, 0, 1)
+    outside = distance_transform_edt(~mask)  # 1 mm voxels
+    return np.where(mask, hu, -1000).astype(np.float32), outside.astype(np.float32)
+
+
+# What the layers round the brain look like (ranges to draw from): CT in HU, T1 MRI in
+# the template's 0-1 (CSF and cortical bone dark, marrow and scalp fat bright).
+SKULL_LOOKS = {
+    "CT": {"csf": (6, 6), "tables": (1200, 2000), "diploe": (400, 900), "scalp": (20, 50)},
+    "T1": {"csf": (0.0, 0.05), "tables": (0.0, 0.05), "diploe": (0.3, 0.6), "scalp": (0.6, 1.0)},
+}
+
+
+def _with_skull(brain: np.ndarray, outside: np.ndarray, rng: np.random.Generator,
+                look: str = "CT") -> np.ndarray:  # fmt: skip
+    """A cut (or volume) of the template brain with a random thin CSF rim, skull (two
+    tables, diploe between) and scalp around it, as SKULL_LOOKS[look] shows them."""
+    value = {layer: rng.uniform(*span) for layer, span in SKULL_LOOKS[look].items()}
+    rim, skull, scalp = rng.uniform(0.5, 2.5), rng.uniform(4, 9), rng.uniform(3, 8)
+    depth = (outside - rim) / skull  # 0..1 across the bone
+    bone = np.where(np.abs(depth - 0.5) < 0.25, value["diploe"], value["tables"])
+    out = np.where((outside > 0) & (depth <= 0), value["csf"], brain)
+    out = np.where((depth > 0) & (depth <= 1), bone, out)
+    return np.where((depth > 1) & (outside <= rim + skull + scalp), value["scalp"], out)
 
 
 def read_inv3(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -520,17 +604,20 @@ def _square(grey: np.ndarray, side: int) -> np.ndarray | None:
         return None
 
 
-def extras(side: int, sartaj: Path | None, part: str, seed: int = 0):
+def extras(side: int, sartaj: Path | None, part: str, seed: int = 0, made_extras=()):
     """The made examples of one part ("train" or "test"): (uint8 squares, labels, groups, refused).
 
-    Template cuts and the head CT are train only, sartaj's CT slices test only: the
-    targets are measured on real slices, and on CT from another source.
+    Template cuts and the head CT (and any ``made_extras``) are train only, sartaj's CT
+    slices test only: the targets are measured on real slices, and on CT from another source.
     """
     rng = np.random.default_rng(seed + (part == "test"))
     parts = []
     if part == "train":
-        parts.append((*template_cuts(side, rng), 0, "MNI152 template"))
+        skulled = "skulled-template" in made_extras
+        parts.append((*template_cuts(side, rng, skulled=skulled), 0, "MNI152 template"))
         parts.append((*head_ct_cuts(side, rng), 0, "CT"))
+        if "template-ct" in made_extras:
+            parts.append((*template_ct_cuts(side, rng), 0, "template CT"))
     s, lab, ref = pictures(PICTURES_TRAIN if part == "train" else PICTURES_TEST, side, rng)
     parts.append((s, lab, ref, "pictures"))
     parts.append((*documents(60 if part == "train" else 40, side, rng), "documents"))
