@@ -431,12 +431,16 @@ def head_ct_cuts(side: int, rng: np.random.Generator, per_plane=(160, 30, 30), p
             else:  # z rows are spacing[2] mm apart, not spacing[0]: stretch, skull base down
                 rows = int(cut.shape[0] * spacing[2] / spacing[0])
                 cut = cv2.resize(cut, (cut.shape[1], rows))[::-1]
-            centre, width = CT_WINDOWS[rng.integers(len(CT_WINDOWS))] * rng.uniform(0.8, 1.25, 2)
-            window = np.clip((cut - centre) / width + 0.5, 0, 1)
-            square = _square(as_exported(window, rng), side)
+            square = _exported_ct(cut, rng, side)
             if square is not None:
                 squares.append(square)
     return squares, ["not MRI"] * len(squares)
+
+
+def _exported_ct(hu: np.ndarray, rng: np.random.Generator, side: int) -> np.ndarray | None:
+    """A CT cut in HU under a random CT window, exported as a JPEG, as the detector's square."""
+    centre, width = CT_WINDOWS[rng.integers(len(CT_WINDOWS))] * rng.uniform(0.8, 1.25, 2)
+    return _square(as_exported(np.clip((hu - centre) / width + 0.5, 0, 1), rng), side)
 
 
 def template_ct_cuts(side: int, rng: np.random.Generator, per_plane=(160, 30, 30)):
@@ -456,8 +460,7 @@ def template_ct_cuts(side: int, rng: np.random.Generator, per_plane=(160, 30, 30
             hu = _with_skull(*cut, rng)
             hu = np.rot90(hu) + rng.normal(0, rng.uniform(2, 6), hu.shape[::-1])  # quantum noise
             hu = cv2.resize(hu, (hu.shape[1], int(hu.shape[0] * rng.uniform(0.85, 1.15))))
-            centre, width = CT_WINDOWS[rng.integers(len(CT_WINDOWS))] * rng.uniform(0.8, 1.25, 2)
-            square = _square(as_exported(np.clip((hu - centre) / width + 0.5, 0, 1), rng), side)
+            square = _exported_ct(hu, rng, side)
             if square is not None:
                 squares.append(square)
     return squares, ["not MRI"] * len(squares)
