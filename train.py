@@ -92,8 +92,8 @@ OVERRIDABLE = ("image_size", "intensity", "epochs", "augment", "planes", "balanc
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
 # 0.5 % + 1 % (detector.ood's fixed rules flag no Br35H slice but two scanned
 # printouts, both in train). The layout check gets the larger share because it
-# is the one that catches sagittal/coronal slices and photos; the autoencoder
-# rarely does.
+# is the one that catches sagittal/coronal slices and photos; the autoencoder's
+# (its error over the slice's own detail) catches photos the others miss.
 ANOMALY_QUANTILE = 0.995
 LAYOUT_QUANTILE = 0.99
 
@@ -251,7 +251,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "tta_flip": recipe.tta_flip,
         "temperature": 1.0,
         "inconclusive_band": [0.5, 0.5],
-        "anomaly_threshold": float("inf"),
+        "anomaly_ratio_threshold": float("inf"),
         "layout_threshold": float("inf"),
         "plane_threshold": DEFAULT_PLANE_THRESHOLD,  # a gate's own, chosen on val, replaces it
         "tumor_types": list(TUMOR_TYPES) if type_classifier else [],
@@ -430,13 +430,20 @@ def tune_on_val(
     detector.config["temperature"] = round(fit_temperature(y_val, raw), 4)
     p = detector.calibrate(raw)
     detector.config["inconclusive_band"] = choose_inconclusive_band(y_val, p)
-    detector.config["anomaly_threshold"] = float(np.quantile(scores["anomaly_score"], ANOMALY_QUANTILE))
-    detector.config["layout_threshold"] = float(np.quantile(scores["layout_score"], LAYOUT_QUANTILE))
+    choose_ood_thresholds(detector.config, scores)
     detector.config["metrics"] = {
         "val": classification_metrics(y_val, p),
         "ece_val": round(expected_calibration_error(y_val, p), 4),
         **flag_rates(detector.out_of_distribution(scores), axial_val, "val"),
     }
+
+
+def choose_ood_thresholds(config: dict, val_scores: dict[str, np.ndarray]) -> None:
+    """The autoencoder's and the layout check's thresholds, quantiles of val's scores."""
+    config.pop("anomaly_threshold", None)  # of the raw error, before anomaly_ratio
+    quantile = lambda name, q: float(np.quantile(val_scores[name], q))
+    config["anomaly_ratio_threshold"] = quantile("anomaly_ratio", ANOMALY_QUANTILE)
+    config["layout_threshold"] = quantile("layout_score", LAYOUT_QUANTILE)
 
 
 def flag_rates(flags: np.ndarray, axial: np.ndarray, part: str) -> dict:
@@ -447,6 +454,19 @@ def flag_rates(flags: np.ndarray, axial: np.ndarray, part: str) -> dict:
         f"ood_rate_{part}": float(np.mean(flags)),
         f"ood_rate_{part}_axial": float(np.mean(flags[axial])) if axial.any() else None,
     }
+
+
+def measure_again(detector, slices, split: dict, excluded: set[str]) -> None:
+    """The val and test figures that depend on the checks (the share of val and test
+    slices flagged, the test answers, the slices the gate passes), read again
+    through the detector as it is now: a new gate, new thresholds."""
+    x = slices.inputs(detector.preprocess_config)
+    val = np.array([i for i in split["val"] if slices.names[i] not in excluded], int)
+    _, scores = detector.predict_arrays(x[val], slices.chroma[val])
+    axial = np.array([slices.planes[i] == "axial" for i in val], bool)
+    flags = detector.out_of_distribution(scores)
+    detector.config["metrics"].update(flag_rates(flags, axial, "val"))
+    evaluate_on_test(detector, slices, x, split["test"])
 
 
 def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.ndarray:

@@ -27,8 +27,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detector import BrainTumorDetector
@@ -46,10 +44,9 @@ from detector.plane import (
 from detector.training import AUGMENTATIONS
 from train import (
     check_model_split,
-    evaluate_on_test,
-    flag_rates,
     fmt_percent,
     make_split,
+    measure_again,
     read_exclusions,
     save_atomically,
 )
@@ -108,7 +105,7 @@ def main(argv=None) -> int:
     if gate is not None:  # what the kept gate was trained on: unknown here, so as recorded
         fitted.metrics["train"] = detector.config["metrics"]["plane_gate"]["train"]
     record(detector, fitted)
-    read_gate_figures_again(detector, slices, split, excluded)
+    measure_again(detector, slices, split, excluded)
     print(format_report(fitted.metrics))
     print(format_old_checks(fitted.metrics["old_checks"]))
     m = detector.config["metrics"]
@@ -117,16 +114,6 @@ def main(argv=None) -> int:
     if not args.dry_run:
         save_atomically(detector, args.into)
     return 0
-
-
-def read_gate_figures_again(detector, slices, split: dict, excluded: set[str]) -> None:
-    """The val and test figures train.py measured through the old gate, through this one."""
-    x = slices.inputs(detector.preprocess_config)
-    val = np.array([i for i in split["val"] if slices.names[i] not in excluded], int)
-    _, scores = detector.predict_arrays(x[val], slices.chroma[val])
-    axial = np.array([slices.planes[i] == "axial" for i in val], bool)
-    detector.config["metrics"].update(flag_rates(detector.out_of_distribution(scores), axial, "val"))
-    evaluate_on_test(detector, slices, x, split["test"])
 
 
 if __name__ == "__main__":

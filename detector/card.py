@@ -228,7 +228,7 @@ def card_context(config: dict, assets: dict) -> dict:
         "band": f"[{fmt_number(band[0])}, {fmt_number(band[1])}]" if band else NOT_EVALUATED,
         "inconclusive_rate": fmt_percent(metrics.get("inconclusive_rate_test")),
         "autoencoder_auroc": fmt_number(metrics.get("autoencoder_test_auroc")),
-        "anomaly_threshold": fmt_number(config.get("anomaly_threshold"), ".3g"),
+        "anomaly_ratio_threshold": fmt_number(config.get("anomaly_ratio_threshold"), ".3g"),
         "layout_threshold": fmt_number(config.get("layout_threshold"), ".3g"),
         "chroma_limit": f"{CHROMA_LIMIT:g}",
         "background_limit": f"{BACKGROUND_LIMIT:g}",

@@ -13,7 +13,15 @@ from huggingface_hub import ModelHubMixin, hf_hub_download
 from preprocessing import InvalidImageError, PreprocessConfig, Preprocessed, preprocess, to_input
 
 from . import plane
-from .ood import CHECKS, background_levels, failed_checks, feature_distances, layout_scores, limit
+from .ood import (
+    CHECKS,
+    anomaly_ratios,
+    background_levels,
+    failed_checks,
+    feature_distances,
+    layout_scores,
+    limit,
+)
 
 CONFIG_FILE = "config.json"
 CLASSIFIER_FILE = "classifier.keras"
@@ -44,6 +52,7 @@ class Prediction:
     background_level: float = 0.0  # how light the crop's corners are, 0..1
     not_axial: float = 0.0  # 1 - P(axial brain MRI): the plane check's score
     gate_distance: float = 0.0  # the gate's features' distance from the MRI slices it learnt
+    anomaly_ratio: float = 0.0  # anomaly_score over the slice's own fine detail: the check's score
     # What the slice is: one of detector.plane.PLANES, "" when neither a header
     # nor a gate says (a model saved before the gate).
     plane: str = ""
@@ -65,6 +74,7 @@ class Prediction:
             "plane": self.plane,
             "plane_probabilities": self.plane_probabilities,
             "plane_source": self.plane_source,
+            "anomaly_score": self.anomaly_score,
             **self.ood_scores(),
         }
 
@@ -276,6 +286,7 @@ class BrainTumorDetector(
             "background_level": background_levels(x),
             "layout_score": self.layout_scores(x),
             "anomaly_score": np.mean((x - reconstructions) ** 2, axis=(1, 2, 3)),
+            "anomaly_ratio": anomaly_ratios(x, reconstructions),
         }
 
     def layout_scores(self, x: np.ndarray) -> np.ndarray:

@@ -190,7 +190,7 @@ def details(prediction: Prediction, config: dict) -> dict:
         "out_of_distribution_reasons": ood.reasons(prediction.ood_scores(), config),
         "decision_threshold": config["decision_threshold"],
         "inconclusive_band": list(config["inconclusive_band"]),
-        "anomaly_threshold": config["anomaly_threshold"],
+        "anomaly_ratio_threshold": config.get("anomaly_ratio_threshold"),
         "layout_threshold": config.get("layout_threshold"),
         "plane_threshold": config.get("plane_threshold"),
         "gate_distance_threshold": config.get("gate_distance_threshold"),
@@ -291,7 +291,8 @@ flag inputs unlike the training MRIs, not to diagnose.
   verdict (1 - P(axial) above {fmt_number(config.get("plane_threshold"))}), its
   features' distance from every MRI slice it learnt (above
   {fmt_number(config.get("gate_distance_threshold"), ".4g")}), the autoencoder's
-  reconstruction error (above {fmt_number(config.get("anomaly_threshold"), ".3g")}), the
+  reconstruction error over the slice's own fine detail (above
+  {fmt_number(config.get("anomaly_ratio_threshold"), ".3g")}), the
   layout of the edges (above {fmt_number(config.get("layout_threshold"), ".3g")}), colour
   (chroma above {ood.CHROMA_LIMIT:g}) and a light background (level above {ood.BACKGROUND_LIMIT:g}).
 - **Grad-CAM** shows where the classifier looked, coarsely; it does not outline a

@@ -20,7 +20,7 @@ def tiny_detector(
         "temperature": 1.0,
         # Random weights reconstruct nothing; a threshold no score reaches keeps
         # real slices "in distribution", so their probabilities are shown.
-        "anomaly_threshold": 1.0,
+        "anomaly_ratio_threshold": 1e6,
         "metrics": {},
     }
     return BrainTumorDetector(

@@ -161,6 +161,6 @@ def test_unreachable_hub_falls_back_to_bundled(monkeypatch, tiny_model_dir, capl
     monkeypatch.setattr(app, "BUNDLED_MODEL", tiny_model_dir)
     with caplog.at_level(logging.WARNING, logger="app"):
         detector = app.load_detector("nobody/no-such-brain-model")
-    assert detector.config["anomaly_threshold"] == 1.0  # the tiny model's
+    assert detector.config["anomaly_ratio_threshold"] == 1e6  # the tiny model's
     [line] = [r.getMessage() for r in caplog.records if r.name == "app"]
     assert "nobody/no-such-brain-model" in line and str(tiny_model_dir) in line

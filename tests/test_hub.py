@@ -43,7 +43,7 @@ CONFIG = {
     "decision_threshold": 0.5,
     "inconclusive_band": [0.4, 0.6],
     "temperature": 1.3,
-    "anomaly_threshold": 0.01,
+    "anomaly_ratio_threshold": 1.2,
     "metrics": {
         "test": {
             "n": 600,

@@ -12,15 +12,15 @@ from detector import InvalidImageError, Prediction, views
 CONFIG = {
     "decision_threshold": 0.5,
     "inconclusive_band": [0.4, 0.6],
-    "anomaly_threshold": 0.02,
+    "anomaly_ratio_threshold": 1.2,
     "metrics": {"test": {"n": 500, "accuracy": {"value": 0.9, "ci95": [0.87, 0.93]}}},
 }
 
 
 def prediction(p: float, label: str, ood: bool = False) -> Prediction:
     grey = np.zeros((8, 8), np.uint8)
-    score = 0.05 if ood else 0.01
-    return Prediction(p, label, score, ood, grey, grey, grey)
+    ratio = 1.5 if ood else 0.9
+    return Prediction(p, label, 0.01, ood, grey, grey, grey, anomaly_ratio=ratio)
 
 
 def test_in_distribution_shows_both_probabilities():
@@ -41,7 +41,7 @@ def test_out_of_distribution_is_not_presented_as_a_finding():
     ood = prediction(0.97, "inconclusive", ood=True)
     assert views.confidences(ood) == views.OUT_OF_DISTRIBUTION  # no bars
     text = views.verdict(ood, CONFIG)
-    assert "Not a finding" in text and "anomaly score 0.05 > threshold 0.02" in text
+    assert "Not a finding" in text and "anomaly ratio 1.5 > threshold 1.2" in text
 
 
 def test_the_verdict_says_in_words_why_an_image_was_flagged():
@@ -54,7 +54,9 @@ def test_the_verdict_says_in_words_why_an_image_was_flagged():
     )
     assert "background is light" in views.verdict(document, CONFIG)
 
-    both = Prediction(0.2, "inconclusive", 0.05, True, grey, grey, grey, chroma=61.0)
+    both = Prediction(
+        0.2, "inconclusive", 0.05, True, grey, grey, grey, chroma=61.0, anomaly_ratio=1.5
+    )
     assert len(views.details(both, CONFIG)["out_of_distribution_reasons"]) == 2
     text = views.verdict(both, CONFIG)  # the first check in words, the others counted
     assert "colour picture" in text and "1 more check(s) fired too" in text
