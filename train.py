@@ -182,7 +182,6 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     from detector import BrainTumorDetector
     from detector.data import DUPLICATE_CORRELATION, load_slices
     from detector.evaluation import classification_metrics, plot_history
-    from detector.lesions import with_plaque_mimics, with_synthetic_tumours
     from detector.ood import DEFAULT_PLANE_THRESHOLD, fit_layout
     from detector.plane import (
         axial_slices,
@@ -191,7 +190,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         record,
         sartaj_folder,
     )
-    from detector.training import fit_autoencoder, fit_classifier
+    from detector.training import fit_autoencoder
 
     print(f"Loading {', '.join(map(str, args.data))} ...", flush=True)
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
@@ -220,19 +219,10 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         gate, threshold, planes = gate_fit.gate, gate_fit.threshold, gate_fit.known_planes
         train_i, val_i = (axial_slices(gate, threshold, planes, x, i) for i in (train_i, val_i))
         print(f"The detector reads axial slices only: train {len(train_i)}, val {len(val_i)}", flush=True)
-    # Synthetic tumours and plaque mimics in train only: val, which chooses the epoch, stays real.
-    x_fit, y_fit, hosts = with_synthetic_tumours(
-        x[train_i], y[train_i], recipe.synthetic_tumours, args.seed, recipe.lesion_radius
-    )
-    x_fit, y_fit, mimic_hosts = with_plaque_mimics(x_fit, y_fit, recipe.plaque_mimics, args.seed)
-    fit_collections = collections[train_i][np.concatenate([np.arange(len(train_i)), hosts, mimic_hosts])]
     with timed(seconds, "detector"):
-        classifier, history = fit_classifier(
-            args.arch, (x_fit, y_fit), (x[val_i], y[val_i]),
-            epochs=recipe.epochs, batch_size=recipe.batch_size, seed=args.seed,
-            augment=recipe.augment, select_on_val=recipe.select_on_val, verbose=args.verbose,
-            collections=(fit_collections, collections[val_i]) if recipe.balance == "collection" else None,
-        )  # fmt: skip
+        classifier, history, hosts, mimic_hosts = fit_detector(
+            args, recipe, x, y, collections, train_i, val_i
+        )
     normal_train, normal_val = train_i[y[train_i] == 0], val_i[y[val_i] == 0]
     print("Autoencoder (normal slices only) ...", flush=True)
     with timed(seconds, "autoencoder"):
@@ -304,6 +294,27 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     detector.assets.update(plot_history(history))
     detector.assets["split.json"] = split_json(slices, split, clusters, excluded)
     return detector
+
+
+def fit_detector(args, recipe: Recipe, x, y, collections, train_i, val_i):
+    """The tumour/normal classifier -> (network, history, the train slices painted
+    with a tumour, those painted with plaque mimics). Painted slices are added to
+    train only: val, which chooses the epoch, stays real."""
+    from detector.lesions import with_plaque_mimics, with_synthetic_tumours
+    from detector.training import fit_classifier
+
+    x_fit, y_fit, hosts = with_synthetic_tumours(
+        x[train_i], y[train_i], recipe.synthetic_tumours, args.seed, recipe.lesion_radius
+    )
+    x_fit, y_fit, mimic_hosts = with_plaque_mimics(x_fit, y_fit, recipe.plaque_mimics, args.seed)
+    fit_collections = collections[train_i][np.concatenate([np.arange(len(train_i)), hosts, mimic_hosts])]
+    classifier, history = fit_classifier(
+        args.arch, (x_fit, y_fit), (x[val_i], y[val_i]),
+        epochs=recipe.epochs, batch_size=recipe.batch_size, seed=args.seed,
+        augment=recipe.augment, select_on_val=recipe.select_on_val, verbose=args.verbose,
+        collections=(fit_collections, collections[val_i]) if recipe.balance == "collection" else None,
+    )  # fmt: skip
+    return classifier, history, hosts, mimic_hosts
 
 
 def fit_types(args, recipe: Recipe, cfg: PreprocessConfig, slices, train_i, val_i):

@@ -6,6 +6,8 @@ answers):
     python benchmarks/ood_thresholds.py --data ../shared/data/{br35h,sartaj,figshare,ms,oasis} \\
         --cache-dir runs/cache --exclude label_exclusions.txt --into pretrained [--dry-run]
 
+(a --hold-out run: add its --seed and --hold-out.)
+
 Then `benchmarks/plane_gate.py ... --into pretrained --measure-only` reads the
 gate's tables again (what the older checks still catch, the whole detector's
 targets). Like it, this refuses a --data, --seed or --exclude other than the
@@ -48,6 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--exclude", type=Path, help="the model's train.py --exclude file")
     parser.add_argument("--seed", type=int, default=0, help="train.py's --seed: the split")
+    parser.add_argument("--hold-out", metavar="COLLECTION", help="train.py's --hold-out: the split")
     parser.add_argument(
         "--dry-run", action="store_true", help="print the figures, leave the directory as it is"
     )
@@ -56,7 +59,9 @@ def main(argv=None) -> int:
     detector = BrainTumorDetector.from_pretrained(args.into)
     config = detector.config
     slices = load_slices(args.data, detector.preprocess_config, cache_dir=args.cache_dir)
-    split, _ = make_split(slices, slices.clusters(), args.seed, method=config["split"]["method"])
+    split, _ = make_split(
+        slices, slices.clusters(), args.seed, args.hold_out, method=config["split"]["method"]
+    )
     excluded = read_exclusions(args.exclude, slices.names)
     check_model_split(args.into, slices, split, excluded)
 
