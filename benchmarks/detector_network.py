@@ -9,11 +9,12 @@ train.py fits the classifier with the rest; this is for a model directory made
 before the detector's recipe changed, without fitting the plane gate, the
 tumour-type network and the autoencoder again, so that their figures stay those
 of the networks shipped. The classifier is fitted by the recipe of the model's
-arch (train.py's RECIPES), with the model's seed. Pass the --data and --exclude
-the model was trained with (its split.json is checked). Its temperature,
-inconclusive band and out-of-distribution thresholds are chosen again on val,
-as train.py does. --dry-run prints the figures and leaves the directory as it
-is; else the directory is replaced atomically.
+arch (train.py's RECIPES; --epochs overrides its epochs), with the model's
+seed. Pass the --data and --exclude the model was trained with (its split.json
+is checked). Its temperature, inconclusive band and out-of-distribution
+thresholds are chosen again on val, as train.py does. --dry-run prints the
+figures and leaves the directory as it is; else the directory is replaced
+atomically.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,7 @@ def main(argv=None) -> int:
     parser.add_argument("--into", type=Path, required=True, help="model directory to refit it in")
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--exclude", type=Path, help="the model's train.py --exclude file")
+    parser.add_argument("--epochs", type=int, help="classifier epochs (default: the recipe's)")
     parser.add_argument("--dry-run", action="store_true", help="leave the directory as it is")
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
@@ -60,6 +63,8 @@ def main(argv=None) -> int:
     config = old.config
     args.arch, args.seed = config["arch"], config["training"]["seed"]  # fit_detector's
     recipe = RECIPES[args.arch]
+    if args.epochs is not None:
+        recipe = replace(recipe, epochs=args.epochs)
     cfg = old.preprocess_config
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
     split, _ = make_split(slices, slices.clusters(), args.seed, method=config["split"]["method"])

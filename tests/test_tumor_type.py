@@ -361,3 +361,39 @@ def test_cross_validation_averages_members_and_may_train_on_sartaj_too(typed_col
     # sartaj's 42 tumours train (and val) too; the fold still tests figshare's patients only.
     assert one["n"] == two["n"] == 12
     assert 0 < two["train_slices"] - one["train_slices"] <= 42
+
+
+@pytest.mark.slow
+def test_the_detector_is_refitted_into_a_model_alone(typed_collections, typed_model, tmp_path):
+    import shutil
+
+    from benchmarks import detector_network
+    from detector import BrainTumorDetector
+
+    model = tmp_path / "model"
+    shutil.copytree(typed_model, model)
+    before = json.loads((model / "config.json").read_text())
+    data = [str(typed_collections / "sartaj"), str(typed_collections / "figshare")]
+    common = ["--data", *data, "--into", str(model), "--epochs", "2", "--verbose", "0"]
+    exclusions = tmp_path / "exclude.txt"
+    exclusions.write_text("sartaj/Training/no_tumor/image(0).jpg\n")  # the model left none out
+    with pytest.raises(SystemExit, match="other slices out"):
+        detector_network.main([*common, "--exclude", str(exclusions), "--dry-run"])
+    assert detector_network.main(common) == 0
+
+    after = json.loads((model / "config.json").read_text())
+    assert after["training"]["detector_refit_seconds"] >= 0 and after["training"]["epochs"] <= 2
+    # The detector's test figures are read again, of the same test slices; the type network's stay.
+    subgroups = [config["metrics"]["test_by_subgroup"].keys() for config in (after, before)]
+    assert subgroups[0] == subgroups[1]
+    assert after["metrics"]["answers_test"]["n"] == before["metrics"]["answers_test"]["n"]
+    assert after["metrics"]["type_test"] == before["metrics"]["type_test"]
+    refitted, first = (BrainTumorDetector.from_pretrained(d) for d in (model, typed_model))
+    x = np.random.default_rng(0).random((2, 48, 48, 1)).astype(np.float32)
+    p_refitted, p_first = (d.classifier.predict(x, verbose=0) for d in (refitted, first))
+    assert not np.allclose(p_refitted, p_first)
+    np.testing.assert_allclose(
+        refitted.autoencoder.predict(x, verbose=0), first.autoencoder.predict(x, verbose=0)
+    )
+    x_type = np.random.default_rng(0).random((2, 56, 56, 1)).astype(np.float32)
+    np.testing.assert_allclose(refitted.type_probabilities(x_type), first.type_probabilities(x_type))
