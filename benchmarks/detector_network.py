@@ -92,11 +92,10 @@ def main(argv=None) -> int:
     config["metrics"]["test_excluding_suspects"] = classification_metrics(
         y[test_i][clean], p_test[clean]
     )
-    typed_test = test_i[slices.type_indices()[test_i] >= 0]
     if detector.type_classifier is not None:  # the pointing game reads the classifier's Grad-CAM
-        type_slices = load_slices(
-            args.data, detector.type_config, cache_dir=args.cache_dir
-        )  # the type network's input size
+        typed_test = test_i[slices.type_indices()[test_i] >= 0]
+        # The type network reads its own input size.
+        type_slices = load_slices(args.data, detector.type_config, cache_dir=args.cache_dir)
         x_type = type_slices.inputs(detector.type_config)
         evaluate_types_on_test(detector, slices, x, x_type, typed_test, args.data)
     config["training"].update(
