@@ -607,6 +607,18 @@ def split_json(slices, split: dict, clusters: np.ndarray, excluded: set[str]) ->
     return (json.dumps(entries, indent=1, sort_keys=True) + "\n").encode()
 
 
+def model_split(
+    model_dir: Path, slices, config: dict, seed: int, exclude: Path | None, hold_out=None
+) -> tuple[dict[str, np.ndarray], set[str]]:
+    """For a script that refits a part of a model: the split train.py made for it
+    and the file names it left out of train/val, both checked against its split.json."""
+    method = config["split"]["method"]
+    split, _ = make_split(slices, slices.clusters(), seed, hold_out, method=method)
+    excluded = read_exclusions(exclude, slices.names)
+    check_model_split(model_dir, slices, split, excluded)
+    return split, excluded
+
+
 def check_model_split(model_dir: Path, slices, split: dict, excluded: set[str]) -> None:
     """Refuse to refit a part of a model on a split other than the one it was trained
     on (its split.json), or with other slices left out: its test slices would

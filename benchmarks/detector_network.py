@@ -34,13 +34,11 @@ from detector.data import load_slices
 from detector.evaluation import classification_metrics, plot_history
 from train import (
     RECIPES,
-    check_model_split,
     evaluate_on_test,
     evaluate_types_on_test,
     fit_detector,
-    make_split,
+    model_split,
     print_summary,
-    read_exclusions,
     save_atomically,
     tune_on_val,
 )
@@ -67,9 +65,7 @@ def main(argv=None) -> int:
         recipe = replace(recipe, epochs=args.epochs)
     cfg = old.preprocess_config
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
-    split, _ = make_split(slices, slices.clusters(), args.seed, method=config["split"]["method"])
-    excluded = read_exclusions(args.exclude, slices.names)
-    check_model_split(args.into, slices, split, excluded)
+    split, excluded = model_split(args.into, slices, config, args.seed, args.exclude)
     keep = np.array([name not in excluded for name in slices.names])
     train_i, val_i, test_i = split["train"], split["val"], split["test"]
     train_i, val_i = train_i[keep[train_i]], val_i[keep[val_i]]

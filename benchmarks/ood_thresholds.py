@@ -27,12 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector import BrainTumorDetector
 from detector.data import load_slices
 from train import (
-    check_model_split,
     choose_ood_thresholds,
     fmt_percent,
-    make_split,
     measure_again,
-    read_exclusions,
+    model_split,
     save_atomically,
 )
 
@@ -59,11 +57,7 @@ def main(argv=None) -> int:
     detector = BrainTumorDetector.from_pretrained(args.into)
     config = detector.config
     slices = load_slices(args.data, detector.preprocess_config, cache_dir=args.cache_dir)
-    split, _ = make_split(
-        slices, slices.clusters(), args.seed, args.hold_out, method=config["split"]["method"]
-    )
-    excluded = read_exclusions(args.exclude, slices.names)
-    check_model_split(args.into, slices, split, excluded)
+    split, excluded = model_split(args.into, slices, config, args.seed, args.exclude, args.hold_out)
 
     before = {key: config.get(key) for key in THRESHOLDS}
     rates_before = {

@@ -33,12 +33,10 @@ from detector.data import load_slices
 from detector.training import ENSEMBLES, check_ensemble
 from train import (
     RECIPES,
-    check_model_split,
     evaluate_types_on_test,
     fit_types,
-    make_split,
+    model_split,
     print_summary,
-    read_exclusions,
     save_atomically,
 )
 
@@ -76,11 +74,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"--type-members, --type-ensemble: {error}") from None
     cfg = detector.preprocess_config
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
-    split, _ = make_split(slices, slices.clusters(), args.seed, method=config["split"]["method"])
-    excluded = read_exclusions(args.exclude, slices.names)
+    split, excluded = model_split(args.into, slices, config, args.seed, args.exclude)
     keep = np.array([name not in excluded for name in slices.names])
     train_i, val_i = (split[part][keep[split[part]]] for part in ("train", "val"))
-    check_model_split(args.into, slices, split, excluded)
 
     started = time.time()
     network, x_type, type_val = fit_types(args, recipe, cfg, slices, train_i, val_i)
