@@ -59,6 +59,7 @@ class Recipe:
     plaque_mimics: float  # healthy train slices with small bright foci painted in, kept normal,
     #                       this many times the train tumours, painted ones included; 0: none
     tta_flip: bool  # average P(tumour) over the slice and its mirror image
+    fresh_lesions: bool = False  # paint the same hosts anew at every epoch, not once
 
 
 RECIPES = {
@@ -88,7 +89,7 @@ RECIPES = {
 }
 # Recipe fields that a command-line option of the same name overrides.
 OVERRIDABLE = ("image_size", "intensity", "epochs", "augment", "planes", "balance",
-               "synthetic_tumours", "lesion_radius", "plaque_mimics",
+               "synthetic_tumours", "lesion_radius", "plaque_mimics", "fresh_lesions",
                "type_image_size", "type_epochs", "type_augment", "type_members", "type_ensemble")
 # Out-of-distribution thresholds, as quantiles of the validation slices' scores.
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
@@ -127,6 +128,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="also train on healthy train slices with small bright foci (MS-plaque-like) "
                              "painted in, kept normal, SHARE times the train tumours, painted ones included "
                              "(default: per architecture)")
+    parser.add_argument("--fresh-lesions", action=argparse.BooleanOptionalAction,
+                        help="paint the painted tumours' and mimics' hosts anew at every epoch, "
+                             "not once (default: per architecture)")
     parser.add_argument("--arch", choices=sorted(RECIPES), default="default")
     parser.add_argument("--split", choices=["cluster", "random"], default="cluster",
                         help="cluster: leak-free (default); random: the report's leaky split, for comparison")
@@ -286,7 +290,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "planes": recipe.planes, "balance": recipe.balance, "slices": len(train_i) + len(val_i),
         "synthetic_tumours": len(hosts),
         "lesion_radius": list(recipe.lesion_radius) if len(hosts) else None,
-        "plaque_mimics": len(mimic_hosts),
+        "plaque_mimics": len(mimic_hosts), "fresh_lesions": recipe.fresh_lesions,
         "type_augment": recipe.type_augment if type_classifier else None,
         "type_members": recipe.type_members if type_classifier else None,
         "type_ensemble": recipe.type_ensemble if type_classifier else None,
@@ -302,19 +306,27 @@ def fit_detector(args, recipe: Recipe, x, y, collections, train_i, val_i):
     """The tumour/normal classifier -> (network, history, the train slices painted
     with a tumour, those painted with plaque mimics). Painted slices are added to
     train only: val, which chooses the epoch, stays real."""
-    from detector.lesions import with_plaque_mimics, with_synthetic_tumours
+    from detector import lesions
     from detector.training import fit_classifier
 
-    x_fit, y_fit, hosts = with_synthetic_tumours(
+    x_fit, y_fit, hosts = lesions.with_synthetic_tumours(
         x[train_i], y[train_i], recipe.synthetic_tumours, args.seed, recipe.lesion_radius
     )
-    x_fit, y_fit, mimic_hosts = with_plaque_mimics(x_fit, y_fit, recipe.plaque_mimics, args.seed)
-    fit_collections = collections[train_i][np.concatenate([np.arange(len(train_i)), hosts, mimic_hosts])]
+    x_fit, y_fit, mimic_hosts = lesions.with_plaque_mimics(x_fit, y_fit, recipe.plaque_mimics, args.seed)
+    rows = np.concatenate([np.arange(len(train_i)), hosts, mimic_hosts])  # of x[train_i]
+    repaint = None
+    if recipe.fresh_lesions:  # the hosts unpainted, painted again at every epoch
+        kinds = np.repeat([lesions.AS_IT_IS, lesions.TUMOUR, lesions.PLAQUES_MIMIC],
+                          [len(train_i), len(hosts), len(mimic_hosts)]).astype("int32")  # fmt: skip
+        x_fit = x[train_i][rows]
+        repaint = (kinds, lesions.fresh_painter(args.seed, recipe.lesion_radius))
+    fit_collections = collections[train_i][rows]
     classifier, history = fit_classifier(
         args.arch, (x_fit, y_fit), (x[val_i], y[val_i]),
         epochs=recipe.epochs, batch_size=recipe.batch_size, seed=args.seed,
         augment=recipe.augment, select_on_val=recipe.select_on_val, verbose=args.verbose,
         collections=(fit_collections, collections[val_i]) if recipe.balance == "collection" else None,
+        repaint=repaint,
     )  # fmt: skip
     return classifier, history, hosts, mimic_hosts
 

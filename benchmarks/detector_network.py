@@ -99,6 +99,7 @@ def main(argv=None) -> int:
         synthetic_tumours=len(hosts),
         lesion_radius=list(recipe.lesion_radius) if len(hosts) else None,
         plaque_mimics=len(mimic_hosts),
+        fresh_lesions=recipe.fresh_lesions,
         augment=recipe.augment,
         detector_refit_seconds=round(time.time() - started),  # not in fit_seconds
     )

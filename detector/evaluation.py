@@ -182,9 +182,17 @@ def held_out_summary(config: dict) -> dict:
         "synthetic_tumours": config["training"].get("synthetic_tumours", 0),
         "lesion_radius": _radius_range(config["training"].get("lesion_radius")),
         "plaque_mimics": config["training"].get("plaque_mimics", 0),
+        "lesions_painted": _when_painted(config["training"]),
         "epochs": config["training"]["epochs"],
         "fit_seconds": config["training"]["fit_seconds"],
     }
+
+
+def _when_painted(training: dict) -> str | None:
+    """"once" or "each epoch" (train.py --fresh-lesions); None without painted slices."""
+    if not (training.get("synthetic_tumours") or training.get("plaque_mimics")):
+        return None
+    return "each epoch" if training.get("fresh_lesions") else "once"
 
 
 def _radius_range(radius: list | None) -> str | None:

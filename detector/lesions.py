@@ -59,6 +59,29 @@ def with_plaque_mimics(x, y, share: float, seed: int):
     return _with_painted(x, y, share, rng, lambda s: paint_plaques(s, rng), label=0)
 
 
+# What each training slice gets painted anew at every epoch (train.py --fresh-lesions).
+AS_IT_IS, TUMOUR, PLAQUES_MIMIC = 0, 1, 2
+
+
+def fresh_painter(seed: int, radius_range: tuple[float, float] = RADIUS):
+    """-> paint(slice, kind): a new lesion (TUMOUR) or new foci (PLAQUES_MIMIC) at every
+    call, the slice as it is for AS_IT_IS.
+
+    Painted once, the same 2,000 lesions are seen at every epoch and can be
+    learnt by heart; painted at every epoch, each host shows a new lesion each time.
+    """
+    rng = np.random.default_rng([seed, 2])  # neither the hosts' draw nor the first paint's
+
+    def paint(slice_: np.ndarray, kind: int) -> np.ndarray:
+        if kind == TUMOUR:
+            return paint_lesion(slice_, rng, radius_range)
+        if kind == PLAQUES_MIMIC:
+            return paint_plaques(slice_, rng)
+        return slice_
+
+    return paint
+
+
 def _with_painted(x, y, share: float, rng, paint, label: int):
     """(x, y) plus ``paint`` applied to share x (number of tumours) healthy slices,
     labelled ``label``; -> (x, y, the healthy slice each new one came from)."""

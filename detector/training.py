@@ -126,13 +126,23 @@ def random_texture(x, seed: int, depth: int = 4, width: int = 4, share: float = 
     return tf.clip_by_value(tf.where(chosen, mixed, x), 0.0, 1.0)
 
 
-def augmented_batches(x, y, weights, batch_size: int, seed: int, augment: str):
-    """Shuffled, batched (slices, targets, loss weights), the slices augmented."""
+def augmented_batches(x, y, weights, batch_size: int, seed: int, augment: str, repaint=None):
+    """Shuffled, batched (slices, targets, loss weights), the slices augmented.
+
+    ``repaint`` = (kinds, paint): each slice i is paint(x[i], kinds[i]) anew at every
+    epoch, before the augmentation (lesions.fresh_painter).
+    """
     import tensorflow as tf
 
     if augment not in AUGMENTATIONS:
         raise ValueError(f"Unknown augmentation {augment!r}; choose one of {AUGMENTATIONS}.")
-    data = tf.data.Dataset.from_tensor_slices((x, y, weights)).shuffle(len(x), seed=seed)
+    columns = (x, y, weights) if repaint is None else (x, y, weights, repaint[0])
+    data = tf.data.Dataset.from_tensor_slices(columns).shuffle(len(x), seed=seed)
+    if repaint is not None:
+        paint = repaint[1]
+        data = data.map(
+            lambda a, b, w, k: (_painted(a, k, paint), b, w), num_parallel_calls=tf.data.AUTOTUNE
+        )
     data = data.batch(batch_size)
     steps = []
     if augment != "none":
@@ -151,6 +161,14 @@ def augmented_batches(x, y, weights, batch_size: int, seed: int, augment: str):
     return data.prefetch(tf.data.AUTOTUNE)
 
 
+def _painted(slice_, kind, paint):
+    """paint(slice_, kind) inside tf.data (numpy and OpenCV code)."""
+    import tensorflow as tf
+
+    out = tf.numpy_function(lambda a, k: paint(a, int(k)).astype("float32"), [slice_, kind], tf.float32)
+    return tf.ensure_shape(out, slice_.shape)
+
+
 def fit_classifier(
     arch: str,
     train: tuple[np.ndarray, np.ndarray],
@@ -164,7 +182,7 @@ def fit_classifier(
     """Train a tumour/normal classifier; keep the epoch with the lowest val loss if
     select_on_val. ``collections`` (train's, val's): weigh the collections equally
     within each class (balanced_weights). ``fit``: batch_size, seed, augment,
-    verbose (see _fit).
+    verbose, repaint (see _fit).
     """
     keras.utils.set_random_seed(fit["seed"])
     x = train[0]
@@ -283,10 +301,12 @@ def _fit(
     collections=None,
     callbacks=(),
     verbose=1,
+    repaint=None,
 ):
     """model.fit on (augmented) train, each slice weighted by balanced_weights (by
     class; also by collection within a class when ``collections`` are given);
-    ``targets`` turns class indices into what the model's loss expects."""
+    ``targets`` turns class indices into what the model's loss expects; ``repaint``:
+    see augmented_batches."""
     (x, y), (x_val, y_val) = train, val
     train_collections, val_collections = collections or (None, None)
     weights = balanced_weights(y, train_collections)
@@ -299,7 +319,7 @@ def _fit(
             keras.callbacks.EarlyStopping("val_loss", patience=epochs, restore_best_weights=True)
         )
     history = model.fit(
-        augmented_batches(x, targets(y), weights, batch_size, seed, augment),
+        augmented_batches(x, targets(y), weights, batch_size, seed, augment, repaint),
         validation_data=validation,
         epochs=epochs,
         callbacks=callbacks,

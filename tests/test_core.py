@@ -89,7 +89,7 @@ def test_tiny_training_round_trip(tmp_path):
     out = tmp_path / "model"
     argv = ["--data", str(data), "--out", str(out), "--epochs", "2", "--ae-epochs", "1",
             "--image-size", "48", "--synthetic-tumours", "0.5", "--lesion-radius", "0.08", "0.2",
-            "--verbose", "0"]  # fmt: skip
+            "--fresh-lesions", "--verbose", "0"]  # fmt: skip
     assert train.main(argv) == 0
 
     names = {p.name for p in out.iterdir()}
@@ -103,6 +103,7 @@ def test_tiny_training_round_trip(tmp_path):
     train_tumours = sum(e["split"] == "train" and e["label"] == 1 for e in split.values())
     assert config["training"]["synthetic_tumours"] == round(0.5 * train_tumours) > 0
     assert config["training"]["lesion_radius"] == [0.08, 0.2]
+    assert config["training"]["fresh_lesions"] is True
     assert 0 <= config["metrics"]["test"]["auroc"]["value"] <= 1
     assert len(split) == 80 and {e["split"] for e in split.values()} == {"train", "val", "test"}
     assert config["split"]["max_test_correlation"] < 0.95

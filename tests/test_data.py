@@ -229,6 +229,30 @@ def test_the_lesion_radius_range_sets_how_large_the_painted_lesions_are():
     assert max(small) < min(large)
 
 
+def test_fresh_lesions_paint_the_same_hosts_anew_at_every_epoch():
+    """train.py --fresh-lesions: a new lesion or new foci on each pass, inside the head;
+    the real slices as they are."""
+    from detector.lesions import AS_IT_IS, PLAQUES_MIMIC, TUMOUR, fresh_painter
+    from detector.training import augmented_batches
+
+    rng = np.random.default_rng(0)
+    x = np.stack([scale_intensity(cv2.resize(textured_brain(rng, tumour=False), (64, 64)), CFG)
+                  for _ in range(6)])  # fmt: skip
+    kinds = np.array([AS_IT_IS] * 2 + [TUMOUR] * 2 + [PLAQUES_MIMIC] * 2, "int32")
+    data = augmented_batches(x, np.arange(6.0), np.ones(6, "float32"), 6, 0, "none",
+                             repaint=(kinds, fresh_painter(seed=0)))  # fmt: skip
+    epochs = []
+    for a, b, _ in data.repeat(2).as_numpy_iterator():  # shuffled: put back in order
+        epochs.append(a[np.argsort(b)])
+    first, second = epochs
+    np.testing.assert_array_equal(first[:2], x[:2])
+    np.testing.assert_array_equal(second[:2], x[:2])
+    for painted in (first[2:], second[2:]):
+        changed = np.abs(painted - x[2:])[..., 0] > 0.02
+        assert changed.any(axis=(1, 2)).all() and not (changed & (x[2:][..., 0] == 0)).any()
+    assert (np.abs(first[2:] - second[2:]) > 0.02).any(axis=(1, 2, 3)).all()  # new each time
+
+
 def test_plaque_mimics_are_healthy_slices_with_small_bright_foci_kept_normal():
     """train.py --plaque-mimics: foci smaller than any painted tumour, inside the brain."""
     from detector.lesions import PLAQUE_RADIUS, RADIUS, paint_plaques, with_plaque_mimics
