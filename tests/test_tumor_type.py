@@ -5,6 +5,7 @@ folds); test_bundled_model.py checks the real figures."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -264,19 +265,24 @@ def test_snapshots_come_from_one_fit_whose_learning_rate_restarts():
         fit_type_classifier((x, y), (x, y), epochs=5, members=2, ensemble="snapshots", **fit)
 
 
-@pytest.mark.slow
-def test_the_type_network_is_refitted_into_a_model_alone(typed_collections, typed_model, tmp_path):
+def model_to_refit(typed_collections, typed_model, tmp_path) -> tuple[Path, list[str]]:
+    """A copy of typed_model to refit a network into, and a refit script's options for it."""
     import shutil
 
+    model = tmp_path / "model"
+    shutil.copytree(typed_model, model)
+    data = [str(typed_collections / "sartaj"), str(typed_collections / "figshare")]
+    return model, ["--data", *data, "--into", str(model), "--verbose", "0"]
+
+
+@pytest.mark.slow
+def test_the_type_network_is_refitted_into_a_model_alone(typed_collections, typed_model, tmp_path):
     from benchmarks import tumor_type, type_network
     from detector import BrainTumorDetector
     from detector.models import members_of
 
-    model = tmp_path / "model"
-    shutil.copytree(typed_model, model)
+    model, common = model_to_refit(typed_collections, typed_model, tmp_path)
     before = json.loads((model / "config.json").read_text())
-    data = [str(typed_collections / "sartaj"), str(typed_collections / "figshare")]
-    common = ["--data", *data, "--into", str(model), "--verbose", "0"]
     with pytest.raises(SystemExit, match="not the model's split"):  # another seed, another split
         type_network.main([*common, "--seed", "3", "--dry-run"])
     fold = {
@@ -365,16 +371,12 @@ def test_cross_validation_averages_members_and_may_train_on_sartaj_too(typed_col
 
 @pytest.mark.slow
 def test_the_detector_is_refitted_into_a_model_alone(typed_collections, typed_model, tmp_path):
-    import shutil
-
     from benchmarks import detector_network
     from detector import BrainTumorDetector
 
-    model = tmp_path / "model"
-    shutil.copytree(typed_model, model)
+    model, common = model_to_refit(typed_collections, typed_model, tmp_path)
+    common += ["--epochs", "2"]
     before = json.loads((model / "config.json").read_text())
-    data = [str(typed_collections / "sartaj"), str(typed_collections / "figshare")]
-    common = ["--data", *data, "--into", str(model), "--epochs", "2", "--verbose", "0"]
     exclusions = tmp_path / "exclude.txt"
     exclusions.write_text("sartaj/Training/no_tumor/image(0).jpg\n")  # the model left none out
     with pytest.raises(SystemExit, match="other slices out"):
