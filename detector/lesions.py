@@ -67,7 +67,7 @@ def fresh_painter(seed: int, radius_range: tuple[float, float] = RADIUS):
     """-> paint(slice, kind): a new lesion (TUMOUR) or new foci (PLAQUES_MIMIC) at every
     call, the slice as it is for AS_IT_IS.
 
-    Painted once, the same 2,000 lesions are seen at every epoch and can be
+    Painted once, the same ~4,000 painted slices are seen at every epoch and can be
     learnt by heart; painted at every epoch, each host shows a new lesion each time.
     """
     rng = np.random.default_rng([seed, 2])  # neither the hosts' draw nor the first paint's
