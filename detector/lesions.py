@@ -100,7 +100,7 @@ def paint_plaques(slice_: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     in the brain's inner part (where white matter is), none larger than PLAQUE_RADIUS."""
     grey = slice_[..., 0].astype(np.float32)
     side = grey.shape[0]
-    head = _head(grey)
+    head = head_mask(grey)
     # borderValue 0: the frame's edge counts as outside, so that a head filling
     # the crop is eroded there too
     margin = np.ones((side // 4, side // 4), np.uint8)
@@ -134,7 +134,7 @@ def paint_lesion(
     """One slice (S, S, C) in [0, 1] -> the same slice with one lesion in it."""
     grey = slice_[..., 0].astype(np.float32)
     side = grey.shape[0]
-    head = _head(grey)
+    head = head_mask(grey)
     inner = cv2.erode(head.astype(np.uint8), np.ones((side // 6, side // 6), np.uint8))
     ys, xs = np.nonzero(inner) if inner.any() else np.nonzero(head)
     if len(ys) == 0:  # an empty slice: nowhere to paint
@@ -164,7 +164,7 @@ def paint_lesion(
     return np.repeat(grey[..., None], slice_.shape[-1], axis=-1).astype(slice_.dtype)
 
 
-def _head(grey) -> np.ndarray:
+def head_mask(grey) -> np.ndarray:
     """The head's outline filled (dark CSF and necrosis inside it included), 0/1 float."""
     contours, _ = cv2.findContours(
         (grey > HEAD_LEVEL).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE

@@ -224,6 +224,19 @@ def test_template_ct_puts_skull_and_scalp_around_the_template_brain():
         assert layers[0] <= 0.05 and layers[-1] >= 0.6 and (ray[-1] == -1000)
 
 
+def test_a_skull_stripped_slice_loses_its_scalp_and_is_cropped_to_the_brain():
+    """plane_gate.py --extras skull-stripped: the bright rim goes, the brain fills the crop."""
+    side = 64
+    yy, xx = np.mgrid[:side, :side]
+    radius = np.hypot(yy - 31.5, xx - 31.5)
+    head = np.where(radius < 24, 0.5, 0.0) + np.where((radius >= 24) & (radius < 27), 1.0, 0.0)
+    x = head[None, :, :, None].astype(np.float32)
+    stripped = plane.skull_stripped(x, np.random.default_rng(0))
+    assert stripped.shape == x.shape and 0 <= stripped.min() and stripped.max() <= 0.55
+    assert np.mean(stripped > 0.1) > np.mean(x > 0.1)  # cropped again: the brain fills more
+    np.testing.assert_array_equal(plane.skull_stripped(np.zeros_like(x), np.random.default_rng(0)), 0)
+
+
 def test_template_ct_is_cut_in_every_plane_under_a_ct_window():
     squares, labels = plane.template_ct_cuts(32, np.random.default_rng(0), per_plane=(3, 2, 2))
     assert len(squares) == 7 and set(labels) == {"not MRI"}
