@@ -467,3 +467,15 @@ def test_held_out_figures_go_onto_a_models_card_without_touching_its_networks(
     assert "### Held-out collections" in card and "| sartaj | 10 | 6 | 0.800 |" in card
     assert {p.name: p.read_bytes() for p in model.glob("*.keras")} == networks
     assert not list(model.glob(".*.tmp"))  # no staging file left behind
+
+
+def test_crop_shape_measures_each_collection_and_known_plane(collections):
+    """benchmarks/crop_shape.py: one row per collection and plane, ratios of real crops."""
+    from benchmarks.crop_shape import crop_shapes
+
+    roots = [collections / name for name in ("br35h", "sartaj", "figshare", "ms")]
+    shapes = crop_shapes(roots, per_group=3)
+    assert shapes[("br35h", "axial")][0] == 20 and len(shapes[("br35h", "axial")][1]) == 3
+    assert shapes[("ms", "sagittal")][0] == 5  # ms's slices.csv says the plane
+    assert ("sartaj", "sagittal-or-coronal") in shapes  # its views.csv's hand labels
+    assert all(0.3 < r < 3 for _, ratios in shapes.values() for r in ratios)
