@@ -59,7 +59,8 @@ class Recipe:
     plaque_mimics: float  # healthy train slices with small bright foci painted in, kept normal,
     #                       this many times the train tumours, painted ones included; 0: none
     tta_flip: bool  # average P(tumour) over the slice and its mirror image
-    fresh_lesions: bool = False  # paint the same hosts anew at every epoch, not once
+    fresh_lesions: bool = False  # paint the same hosts anew at every epoch, not once (tried,
+    #                              not adopted: held-out Br35H fell, README)
 
 
 RECIPES = {
