@@ -18,16 +18,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detector.data import load_slices
+from detector.data import load_slices, slice_files
 from detector.plane import known_planes
-from preprocessing import PreprocessConfig, crop_brain
+from preprocessing import brain_box
 from preprocessing.decode import decode_with_colour
 
 
 def crop_shapes(roots, cache_dir=None, per_group: int = 150, seed: int = 0) -> dict:
     """{(collection, plane): (slices of it, height/width of up to per_group crops drawn)}."""
     slices = load_slices(roots, cache_dir=cache_dir)
-    folders = {Path(root).name: Path(root) for root in roots}
     groups = defaultdict(list)
     for i, key in enumerate(zip(slices.collections, known_planes(slices))):
         if key[1]:  # a known plane
@@ -37,10 +36,8 @@ def crop_shapes(roots, cache_dir=None, per_group: int = 150, seed: int = 0) -> d
     for key in sorted(groups):
         drawn = rng.choice(groups[key], min(per_group, len(groups[key])), replace=False)
         ratios = []
-        for i in drawn:
-            collection, path = slices.names[i].split("/", 1)
-            grey = decode_with_colour((folders[collection] / path).read_bytes())[0]
-            height, width = crop_brain(grey, PreprocessConfig()).shape[:2]
+        for path in slice_files([slices.names[i] for i in drawn], roots):
+            _, _, width, height = brain_box(decode_with_colour(path.read_bytes())[0])
             ratios.append(height / width)
         shapes[key] = (len(groups[key]), np.array(ratios))
     return shapes

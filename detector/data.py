@@ -240,16 +240,19 @@ def thumbnail(grey: np.ndarray) -> np.ndarray:
     return t / max(np.linalg.norm(t), 1e-9)
 
 
+def slice_files(names: list[str], roots) -> list[Path]:
+    """Each slice's file, from its name ("collection/relative/path.jpg") and the roots."""
+    folders = {Path(root).name.lower(): Path(root) for root in roots}
+    return [folders[name.split("/", 1)[0]] / name.split("/", 1)[1] for name in names]
+
+
 def tumor_boxes(names: list[str], roots, cfg: PreprocessConfig) -> np.ndarray:
     """(N, 4) each named slice's tumour box (x0, y0, x1, y1) as fractions of its
     brain crop, i.e. of the network input; NaN for slices without a box (only
     figshare's have one, catalogue.figshare_box)."""
-    folders = {Path(root).name.lower(): Path(root) for root in roots}
     boxes = np.full((len(names), 4), np.nan)
-    for i, name in enumerate(names):
-        collection, relative = name.split("/", 1)
-        path = folders[collection] / relative
-        box = figshare_box(path) if collection == "figshare" else None
+    for i, (name, path) in enumerate(zip(names, slice_files(names, roots))):
+        box = figshare_box(path) if name.startswith("figshare/") else None
         if box is None:
             continue
         grey = decode_with_colour(path.read_bytes())[0]
