@@ -61,6 +61,9 @@ class Recipe:
     tta_flip: bool  # average P(tumour) over the slice and its mirror image
     fresh_lesions: bool = False  # paint the same hosts anew at every epoch, not once (tried,
     #                              not adopted: held-out Br35H fell, README)
+    asymmetry: bool = False  # the detector also reads each slice's difference from its mirror
+    #                          image (models.MirrorAsymmetry; tried, not adopted: README)
+    mix_style: bool = False  # the detector trains with MixStyle (models.MixStyle)
 
 
 RECIPES = {
@@ -90,7 +93,8 @@ RECIPES = {
 }
 # Recipe fields that a command-line option of the same name overrides.
 OVERRIDABLE = ("image_size", "intensity", "epochs", "augment", "planes", "balance",
-               "synthetic_tumours", "lesion_radius", "plaque_mimics", "fresh_lesions",
+               "synthetic_tumours", "lesion_radius", "plaque_mimics", "fresh_lesions", "asymmetry",
+               "mix_style",
                "type_image_size", "type_epochs", "type_augment", "type_members", "type_ensemble")
 # Out-of-distribution thresholds, as quantiles of the validation slices' scores.
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
@@ -132,6 +136,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fresh-lesions", action=argparse.BooleanOptionalAction,
                         help="paint the painted tumours' and mimics' hosts anew at every epoch, "
                              "not once (default: per architecture)")
+    parser.add_argument("--asymmetry", action=argparse.BooleanOptionalAction,
+                        help="the detector also reads each slice's difference from its left-right "
+                             "mirror image (default: per architecture)")
+    parser.add_argument("--mix-style", action=argparse.BooleanOptionalAction,
+                        help="train the detector with MixStyle: early feature statistics mixed "
+                             "between slices (default: per architecture)")
     parser.add_argument("--arch", choices=sorted(RECIPES), default="default")
     parser.add_argument("--split", choices=["cluster", "random"], default="cluster",
                         help="cluster: leak-free (default); random: the report's leaky split, for comparison")
@@ -292,6 +302,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "synthetic_tumours": len(hosts),
         "lesion_radius": list(recipe.lesion_radius) if len(hosts) else None,
         "plaque_mimics": len(mimic_hosts), "fresh_lesions": recipe.fresh_lesions,
+        "asymmetry": recipe.asymmetry, "mix_style": recipe.mix_style,
         "type_augment": recipe.type_augment if type_classifier else None,
         "type_members": recipe.type_members if type_classifier else None,
         "type_ensemble": recipe.type_ensemble if type_classifier else None,
@@ -327,7 +338,7 @@ def fit_detector(args, recipe: Recipe, x, y, collections, train_i, val_i):
         epochs=recipe.epochs, batch_size=recipe.batch_size, seed=args.seed,
         augment=recipe.augment, select_on_val=recipe.select_on_val, verbose=args.verbose,
         collections=(fit_collections, collections[val_i]) if recipe.balance == "collection" else None,
-        repaint=repaint,
+        repaint=repaint, asymmetry=recipe.asymmetry, mix_style=recipe.mix_style,
     )  # fmt: skip
     return classifier, history, hosts, mimic_hosts
 

@@ -275,7 +275,8 @@ HELD_OUT_DETAILS = {
     "trained_on": "trained on (slices)", "image_size": "input (px)", "intensity": "intensity",
     "augment": "augment", "planes": "planes", "balance": "balance",
     "synthetic_tumours": "synthetic tumours", "lesion_radius": "lesion radius (of the side)",
-    "plaque_mimics": "plaque mimics", "lesions_painted": "painted", "epochs": "epochs",
+    "plaque_mimics": "plaque mimics", "lesions_painted": "painted",
+    "asymmetry": "mirror difference", "mix_style": "MixStyle", "epochs": "epochs",
     "fit_seconds": "fit (s)",
 }  # fmt: skip
 # detector.plane's test targets: the gate's verdict, then with each thing that adds flags.

@@ -177,18 +177,22 @@ def fit_classifier(
     epochs: int,
     select_on_val: bool,
     collections: tuple[np.ndarray, np.ndarray] | None = None,
+    asymmetry: bool = False,
+    mix_style: bool = False,
     **fit,
 ) -> tuple[keras.Model, dict]:
     """Train a tumour/normal classifier; keep the epoch with the lowest val loss if
     select_on_val. ``collections`` (train's, val's): weigh the collections equally
-    within each class (balanced_weights). ``fit``: batch_size, seed, augment,
-    verbose, repaint (see _fit).
+    within each class (balanced_weights). ``asymmetry``, ``mix_style``: see
+    models.build_classifier.
+    ``fit``: batch_size, seed, augment, verbose, repaint (see _fit).
     """
     keras.utils.set_random_seed(fit["seed"])
     x = train[0]
     model = build_classifier(
-        arch, x.shape[1], x.shape[3], steps=_steps(len(x), epochs, fit["batch_size"])
-    )
+        arch, x.shape[1], x.shape[3], steps=_steps(len(x), epochs, fit["batch_size"]),
+        asymmetry=asymmetry, mix_style=mix_style,
+    )  # fmt: skip
     as_float = lambda labels: labels.astype("float32")
     return _fit(
         model, train, val, as_float, epochs=epochs, select_on_val=select_on_val,

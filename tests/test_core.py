@@ -56,6 +56,37 @@ def test_networks_accept_any_input_size(size, channels):
         assert build_classifier(arch, size, channels)(x).shape == (2, 1)
 
 
+def test_mirror_asymmetry_is_zero_for_a_symmetric_slice_and_marks_the_odd_side():
+    from detector.models import MirrorAsymmetry
+
+    symmetric = np.zeros((1, 8, 8, 1), np.float32)
+    symmetric[0, 2:6, 1:7] = 0.5  # centred: its own mirror image
+    lopsided = symmetric.copy()
+    lopsided[0, 3, 1] = 1.0  # brighter on the left only
+    out = MirrorAsymmetry()(np.concatenate([symmetric, lopsided])).numpy()
+    assert out.shape == (2, 8, 8, 2)
+    np.testing.assert_array_equal(out[..., 0], np.concatenate([symmetric, lopsided])[..., 0])
+    assert not out[0, ..., 1].any()
+    assert out[1, 3, 1, 1] == pytest.approx(0.5) and out[1, 3, 6, 1] == pytest.approx(-0.5)
+    assert np.count_nonzero(out[1, ..., 1]) == 2
+
+
+def test_mix_style_mixes_feature_statistics_while_training_only():
+    from detector.models import MixStyle
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((8, 6, 6, 3)) * rng.random((8, 1, 1, 3)) * 5).astype(np.float32)
+    layer = MixStyle(p=1.0, seed=0)
+    np.testing.assert_array_equal(layer(x, training=False), x)  # inference: unchanged
+    styled = layer(x, training=True).numpy()
+    mean = lambda a: a.mean(axis=(1, 2))
+    assert not np.allclose(mean(styled), mean(x), atol=1e-3)  # the style changed...
+    # ...to blends of the batch's own: every new mean lies within the batch's range.
+    assert (mean(styled) >= mean(x).min(0) - 1e-4).all() and (mean(styled) <= mean(x).max(0) + 1e-4).all()
+    standardised = lambda a: (a - a.mean(axis=(1, 2), keepdims=True)) / a.std(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(standardised(styled), standardised(x), atol=1e-3)  # contents kept
+
+
 @pytest.mark.parametrize("arch", ["default", "report"])
 def test_every_architecture_saves_loads_and_explains(arch, tmp_path):
     from _models import tiny_detector
@@ -89,7 +120,7 @@ def test_tiny_training_round_trip(tmp_path):
     out = tmp_path / "model"
     argv = ["--data", str(data), "--out", str(out), "--epochs", "2", "--ae-epochs", "1",
             "--image-size", "48", "--synthetic-tumours", "0.5", "--lesion-radius", "0.08", "0.2",
-            "--fresh-lesions", "--verbose", "0"]  # fmt: skip
+            "--fresh-lesions", "--asymmetry", "--mix-style", "--verbose", "0"]  # fmt: skip
     assert train.main(argv) == 0
 
     names = {p.name for p in out.iterdir()}
@@ -104,11 +135,14 @@ def test_tiny_training_round_trip(tmp_path):
     assert config["training"]["synthetic_tumours"] == round(0.5 * train_tumours) > 0
     assert config["training"]["lesion_radius"] == [0.08, 0.2]
     assert config["training"]["fresh_lesions"] is True
+    assert config["training"]["asymmetry"] is config["training"]["mix_style"] is True
     assert 0 <= config["metrics"]["test"]["auroc"]["value"] <= 1
     assert len(split) == 80 and {e["split"] for e in split.values()} == {"train", "val", "test"}
     assert config["split"]["max_test_correlation"] < 0.95
 
     detector = BrainTumorDetector.from_pretrained(out)
+    names = [layer.name for layer in detector.classifier.layers]
+    assert any(n.startswith("mirror_asymmetry") for n in names) and any(n.startswith("mix_style") for n in names)
     files = sorted(data.glob("*/*.jpg"))[:6]
     first = [r.tumor_probability for r in detector.predict_batch(files)]
     detector.save_pretrained(tmp_path / "copy")
