@@ -63,7 +63,8 @@ class Recipe:
     #                              not adopted: held-out Br35H fell, README)
     asymmetry: bool = False  # the detector also reads each slice's difference from its mirror
     #                          image (models.MirrorAsymmetry; tried, not adopted: README)
-    mix_style: bool = False  # the detector trains with MixStyle (models.MixStyle)
+    mix_style: bool = False  # the detector trains with MixStyle (models.MixStyle; tried, not
+    #                          adopted: README)
 
 
 RECIPES = {
