@@ -60,11 +60,12 @@ class Recipe:
     #                       this many times the train tumours, painted ones included; 0: none
     tta_flip: bool  # average P(tumour) over the slice and its mirror image
     fresh_lesions: bool = False  # paint the same hosts anew at every epoch, not once (tried,
-    #                              not adopted: held-out Br35H fell, README)
+    #                              not adopted: held-out Br35H fell: docs/experiments.md)
     asymmetry: bool = False  # the detector also reads each slice's difference from its mirror
-    #                          image (models.MirrorAsymmetry; tried, not adopted: README)
+    #                          image (models.MirrorAsymmetry; tried, not adopted:
+    #                          docs/experiments.md)
     mix_style: bool = False  # the detector trains with MixStyle (models.MixStyle; tried, not
-    #                          adopted: README)
+    #                          adopted: docs/experiments.md)
 
 
 RECIPES = {
@@ -77,10 +78,10 @@ RECIPES = {
     # Trained on all five collections (~10,000 training slices) at 64 px: a fit
     # takes minutes, not hours, so every held-out collection is scored with
     # this very recipe. Per-slice intensity scaling and scanner-look
-    # augmentation: see the README's table of what was tried. Painted tumours
+    # augmentation: see docs/experiments.md, the log of what was tried. Painted tumours
     # lift held-out Br35H; plaque mimics beside them keep held-out ms's healthy
-    # slices from being called tumour (README). 20 epochs, not 10: held-out
-    # Br35H and sartaj gain 0.03-0.04 AUROC over three seeds each (README).
+    # slices from being called tumour (docs/experiments.md). 20 epochs, not 10: held-out
+    # Br35H and sartaj gain 0.03-0.04 AUROC over three seeds each (docs/experiments.md).
     # The type network: geometric augmentation only and 40 epochs, each ahead
     # on val over three seeds (README);
     # one network: two fits averaged (figshare's patient folds 0.924 against 0.909)

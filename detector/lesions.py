@@ -10,7 +10,7 @@ The other way round, plaque mimics (train.py --plaque-mimics): healthy slices
 with a few small bright foci painted in, as multiple-sclerosis plaques and
 white-matter spots look on FLAIR and T2, kept *normal*. Painted tumours alone
 taught "a bright spot is a tumour", and held out, ms's plaque-bearing healthy
-slices were called tumour more often (README); the mimics say that size decides.
+slices were called tumour more often (docs/experiments.md); the mimics say that size decides.
 
 A lesion is an irregular blob inside the head, in one of three looks seen on
 real scans: bright (a mass on T2/FLAIR, an enhancing meningioma or pituitary
@@ -27,7 +27,7 @@ import numpy as np
 LOOKS = ("bright", "dark", "ring")
 LOOK_ODDS = (0.45, 0.2, 0.35)
 # Of the slice's side: about 2-5 cm across in a 64 px brain crop, clearly larger
-# than a plaque (the first screens' 0.05-0.18 went down to 1.5 cm: README).
+# than a plaque (the first screens' 0.05-0.18 went down to 1.5 cm: docs/experiments.md).
 RADIUS = (0.08, 0.2)
 PLAQUE_RADIUS = (0.012, 0.035)  # of the side: about 3-10 mm across, as MS plaques are
 PLAQUES = (2, 10)  # foci on one slice, at least and at most
@@ -44,7 +44,7 @@ def with_synthetic_tumours(
 
     A share of the tumours, not of the healthy slices: with sartaj held out, half
     the healthy slices outnumbered the real tumours 1.7 to 1, and one seed of
-    two then learnt the painted lesions instead of the real ones (README).
+    two then learnt the painted lesions instead of the real ones (docs/experiments.md).
     """
     rng = np.random.default_rng(seed)
     return _with_painted(x, y, share, rng, lambda s: paint_lesion(s, rng, radius_range), label=1)

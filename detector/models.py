@@ -69,7 +69,7 @@ class MirrorAsymmetry(layers.Layer):
     difference is that cue in a form that does not depend on which tissue a
     sequence makes bright. Signed, so that it also says which side is brighter.
     Screened on held-out collections and not adopted: Br35H level, sartaj lower
-    (README).
+    (docs/experiments.md).
     """
 
     def call(self, x):
@@ -89,7 +89,7 @@ class MixStyle(layers.Layer):
     and a shuffled partner's, so that the network learns the same answer under
     many styles. At inference it passes the features through unchanged.
     Screened on held-out collections and not adopted: sartaj a little ahead,
-    Br35H behind (README).
+    Br35H behind (docs/experiments.md).
     """
 
     def __init__(self, p: float = 0.5, alpha: float = 0.1, seed: int | None = None, **kwargs):

@@ -69,7 +69,7 @@ def sequence_look(x, seed: int, knots: int = 6, share: float = 0.5):
     piecewise linear through ``knots`` random levels, mixed with the slice's
     own contrast in a random proportion; the background stays black. For the
     classifier, screened on held-out collections and not adopted: more tumours
-    found, more healthy slices called tumour, AUROC no better (README). The
+    found, more healthy slices called tumour, AUROC no better (docs/experiments.md). The
     plane gate trains with it (plane.GATE_AUGMENT).
     """
     import tensorflow as tf
@@ -103,7 +103,7 @@ def random_texture(x, seed: int, depth: int = 4, width: int = 4, share: float = 
     shapes, what carried segmentation across CT and MRI there. sequence_look
     changes grey levels alone. New weights every batch; the background stays black.
     Screened on held-out collections and not adopted: sartaj gained what Br35H
-    lost (README).
+    lost (docs/experiments.md).
     """
     import tensorflow as tf
 
@@ -341,7 +341,7 @@ def balanced_weights(y: np.ndarray, collections: np.ndarray | None = None) -> np
     balanced, a class's largest collection sets its look (most normals are
     OASIS's skull-stripped T1 and ms's FLAIR, most tumours sartaj's and
     figshare's T1 post-contrast). Screened on held-out collections and not
-    adopted: the few slices of small collections are learnt by heart (README).
+    adopted: the few slices of small collections are learnt by heart (docs/experiments.md).
     """
     y = np.asarray(y).astype(int)
     if collections is None:
