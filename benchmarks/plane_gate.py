@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=GATE_AUGMENT, help="the gate's")
     parser.add_argument(
         "--extras", nargs="+", choices=MADE_EXTRAS, default=[],
-        help="made examples to learn from as well (tried, not adopted: docs/experiments.md, The plane gate)",
+        help="made examples to learn from as well (tried, not adopted: docs/experiments.md)",
     )  # fmt: skip
     parser.add_argument(
         "--measure-only",

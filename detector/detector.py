@@ -520,7 +520,7 @@ def _save_keras(model, path: Path) -> None:
 def _load_keras(path: Path):
     import keras
 
-    from . import models  # noqa: F401  registers MirrorAsymmetry, which a classifier may hold
+    from . import models  # noqa: F401  registers the layers of ours a classifier may hold
 
     return keras.saving.load_model(path, compile=False, safe_mode=True)
 

@@ -60,7 +60,7 @@ PLANES = ("axial", "sagittal", "coronal", "not MRI")
 GATE_SIZE = 64
 # The classifier's augmentations (detector.training.AUGMENTATIONS) the gate trains with:
 # "sequence" changes which tissue is bright, so that the plane is learnt from shapes, not
-# from a collection's look (ahead of "geometric" on held-out sartaj; docs/experiments.md, The plane gate).
+# from a collection's look (ahead of "geometric" on held-out sartaj; docs/experiments.md).
 GATE_AUGMENT = "sequence"
 # The feature distance check (detector.ood) flags at most this share of val's axial
 # slices of AXIAL_TARGETS: the autoencoder's rule (train.ANOMALY_QUANTILE).
@@ -80,7 +80,7 @@ HAND_LABELS = Path(__file__).with_name("figshare_views.csv")
 # slices in Hounsfield units), from Debian's invesalius-examples package.
 HEAD_CT = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
 # Made extras a gate can also learn from (fit_plane_gate's ``made_extras``; tried, not
-# adopted: docs/experiments.md, The plane gate): CT made from the template's tissue maps (template_ct_cuts),
+# adopted: docs/experiments.md): CT made from the template's tissue maps (template_ct_cuts),
 # half the template cuts with a T1 skull drawn round the brain (template_cuts), and half
 # the union's train slices again with their skull stripped (skull_stripped).
 MADE_EXTRAS = ("template-ct", "skulled-template", "skull-stripped")
@@ -387,7 +387,8 @@ def skull_stripped(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     outer rim (SKULL_RIM of the side: scalp and skull) black, the brain cropped again
     to its own box, as the detector crops. OASIS, BraTS and registered research scans
     come so; with OASIS unseen, the gate called 38 % of its axial slices sagittal or
-    coronal. Tried as made extras, not adopted: held out, OASIS fared worse (docs/experiments.md)."""
+    coronal. Tried as made extras, not adopted: held out, OASIS fared worse
+    (docs/experiments.md)."""
     side = x.shape[1]
     out = x.copy()
     for k, slice_ in enumerate(x[..., 0]):
