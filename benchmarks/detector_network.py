@@ -100,6 +100,8 @@ def main(argv=None) -> int:
         lesion_radius=list(recipe.lesion_radius) if len(hosts) else None,
         plaque_mimics=len(mimic_hosts),
         fresh_lesions=recipe.fresh_lesions,
+        asymmetry=recipe.asymmetry,
+        mix_style=recipe.mix_style,
         augment=recipe.augment,
         detector_refit_seconds=round(time.time() - started),  # not in fit_seconds
     )

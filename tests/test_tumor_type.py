@@ -385,6 +385,7 @@ def test_the_detector_is_refitted_into_a_model_alone(typed_collections, typed_mo
 
     after = json.loads((model / "config.json").read_text())
     assert after["training"]["detector_refit_seconds"] >= 0 and after["training"]["epochs"] <= 2
+    assert after["training"]["asymmetry"] is after["training"]["mix_style"] is False  # the recipe's
     assert "benchmarks/detector_network.py" in (model / "README.md").read_text()  # the card says so
     # The detector's test figures are read again, of the same test slices; the type network's stay.
     subgroups = [config["metrics"]["test_by_subgroup"].keys() for config in (after, before)]
