@@ -66,6 +66,8 @@ class Recipe:
     #                          docs/experiments.md)
     mix_style: bool = False  # the detector trains with MixStyle (models.MixStyle; tried, not
     #                          adopted: docs/experiments.md)
+    letterbox: bool = False  # every network reads the crop letterboxed, not squashed
+    #                          (preprocessing.PreprocessConfig.letterbox)
 
 
 RECIPES = {
@@ -96,7 +98,7 @@ RECIPES = {
 # Recipe fields that a command-line option of the same name overrides.
 OVERRIDABLE = ("image_size", "intensity", "epochs", "augment", "planes", "balance",
                "synthetic_tumours", "lesion_radius", "plaque_mimics", "fresh_lesions", "asymmetry",
-               "mix_style",
+               "mix_style", "letterbox",
                "type_image_size", "type_epochs", "type_augment", "type_members", "type_ensemble")
 # Out-of-distribution thresholds, as quantiles of the validation slices' scores.
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
@@ -144,6 +146,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mix-style", action=argparse.BooleanOptionalAction,
                         help="train the detector with MixStyle: early feature statistics mixed "
                              "between slices (default: per architecture)")
+    parser.add_argument("--letterbox", action=argparse.BooleanOptionalAction,
+                        help="every network reads the brain crop letterboxed (its height/width kept, "
+                             "padded black) rather than squashed to the square (default: per architecture)")
     parser.add_argument("--arch", choices=sorted(RECIPES), default="default")
     parser.add_argument("--split", choices=["cluster", "random"], default="cluster",
                         help="cluster: leak-free (default); random: the report's leaky split, for comparison")
@@ -182,7 +187,8 @@ def main(argv=None) -> int:
         check_ensemble(recipe.type_ensemble, recipe.type_members, recipe.type_epochs)
     except ValueError as error:
         raise SystemExit(f"--type-epochs, --type-members, --type-ensemble: {error}") from None
-    cfg = PreprocessConfig(image_size=recipe.image_size, channels=recipe.channels, intensity=recipe.intensity)
+    cfg = PreprocessConfig(image_size=recipe.image_size, channels=recipe.channels,
+                           intensity=recipe.intensity, letterbox=recipe.letterbox)
     started = time.time()
     detector = train(args, recipe, cfg)
     detector.config["training"]["total_seconds"] = round(time.time() - started)

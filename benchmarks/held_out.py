@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector.card import HELD_OUT_DETAILS, held_out_table
 from detector.evaluation import held_out_summary
 
-RECIPE = ("collection", "image_size", "intensity", "augment", "planes", "balance",
+RECIPE = ("collection", "image_size", "intensity", "letterbox", "augment", "planes", "balance",
           "synthetic_tumours", "lesion_radius", "plaque_mimics", "lesions_painted", "asymmetry",
           "mix_style", "epochs")  # fmt: skip
 FIGURES = ("auroc", "sensitivity", "specificity", "sartaj axial normals: specificity",

@@ -273,6 +273,7 @@ HELD_OUT_COLUMNS = {
 }  # fmt: skip
 HELD_OUT_DETAILS = {
     "trained_on": "trained on (slices)", "image_size": "input (px)", "intensity": "intensity",
+    "letterbox": "letterboxed",
     "augment": "augment", "planes": "planes", "balance": "balance",
     "synthetic_tumours": "synthetic tumours", "lesion_radius": "lesion radius (of the side)",
     "plaque_mimics": "plaque mimics", "lesions_painted": "painted",

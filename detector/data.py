@@ -19,6 +19,7 @@ from preprocessing import (
     PreprocessConfig,
     brain_box,
     crop_brain,
+    crop_window,
     decode_with_colour,
     resize_square,
     scale_intensity,
@@ -187,7 +188,7 @@ def _decode_all(entries: list[Entry], cfg: PreprocessConfig) -> Slices:
         kept.append(entry)
         hashes.append(hashlib.sha256(data).hexdigest())
         chroma.append(colour)
-        squares.append(resize_square(crop, cfg.image_size))
+        squares.append(resize_square(crop, cfg.image_size, cfg.letterbox))
         thumbs.append(thumbnail(grey))
         crop_thumbs.append(thumbnail(crop))
     if skipped:
@@ -248,8 +249,8 @@ def slice_files(names: list[str], roots) -> list[Path]:
 
 def tumor_boxes(names: list[str], roots, cfg: PreprocessConfig) -> np.ndarray:
     """(N, 4) each named slice's tumour box (x0, y0, x1, y1) as fractions of its
-    brain crop, i.e. of the network input; NaN for slices without a box (only
-    figshare's have one, catalogue.figshare_box)."""
+    network input (the brain crop, squashed or letterboxed as ``cfg`` says); NaN for
+    slices without a box (only figshare's have one, catalogue.figshare_box)."""
     boxes = np.full((len(names), 4), np.nan)
     for i, (name, path) in enumerate(zip(names, slice_files(names, roots))):
         box = figshare_box(path) if name.startswith("figshare/") else None
@@ -264,7 +265,9 @@ def tumor_boxes(names: list[str], roots, cfg: PreprocessConfig) -> np.ndarray:
             (box[2] * width - x) / w,
             (box[3] * height - y) / h,
         ]
-        boxes[i] = np.clip(in_crop, 0.0, 1.0)
+        top, left, rows, cols = crop_window((h, w), cfg.image_size, cfg.letterbox)
+        in_square = [left, top, left, top] + np.clip(in_crop, 0, 1) * [cols, rows, cols, rows]
+        boxes[i] = in_square / cfg.image_size
     return boxes
 
 

@@ -176,6 +176,7 @@ def held_out_summary(config: dict) -> dict:
         "trained_on": detector_slices,
         "image_size": config["preprocessing"]["image_size"],
         "intensity": config["preprocessing"].get("intensity", "raw"),
+        "letterbox": "yes" if config["preprocessing"].get("letterbox") else "no",
         "augment": config["training"].get("augment"),
         "planes": config["training"].get("planes", "all"),
         "balance": config["training"].get("balance", "class"),

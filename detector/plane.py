@@ -44,7 +44,7 @@ from preprocessing import (
     PreprocessConfig,
     crop_brain,
     resize_square,
-    scale_intensity,
+    to_input,
 )
 
 from .lesions import head_mask
@@ -277,10 +277,8 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
     x = slices.inputs(cfg).mean(axis=-1, keepdims=True)
 
     def made(which):
-        squares, labels, groups, refused = extras(
-            cfg.image_size, sartaj, which, seed, made_extras
-        )
-        grey = np.stack([scale_intensity(s, cfg).mean(axis=-1, keepdims=True) for s in squares])
+        crops, labels, groups, refused = extras(sartaj, which, seed, made_extras)
+        grey = np.stack([to_input(c, cfg).mean(axis=-1, keepdims=True) for c in crops])
         return grey, labels, groups, refused
 
     train, labels_extra = part["train"], []
@@ -288,7 +286,7 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
         x_extra, labels_extra, _, _ = made("train")
         if "skull-stripped" in made_extras:  # half the train slices again, skull stripped
             half = rng.choice(train, len(train) // 2, replace=False)
-            x_extra = np.concatenate([x_extra, skull_stripped(x[half], rng)])
+            x_extra = np.concatenate([x_extra, skull_stripped(x[half], rng, cfg.letterbox)])
             labels_extra = labels_extra + [planes[i] for i in half]
         gate = fit(
             np.concatenate([x[train], x_extra]), [planes[i] for i in train] + labels_extra,
@@ -358,12 +356,12 @@ class GateFit(NamedTuple):
 
 
 # ------------------------------------------------------------------ extras
-def template_cuts(side: int, rng: np.random.Generator, per_plane: int = 250,
+def template_cuts(rng: np.random.Generator, per_plane: int = 250,
                   skulled: bool = False):  # fmt: skip
     """MNI152 (skull-stripped) ``cuts``, each made to look like an exported JPEG;
     ``skulled``: half of them with a T1 skull and scalp drawn round the brain, the
-    layers template_ct_cuts draws in CT's look (MADE_EXTRAS). Returns (uint8 squares,
-    labels)."""
+    layers template_ct_cuts draws in CT's look (MADE_EXTRAS). Returns (uint8 brain
+    crops, labels)."""
     from nilearn.datasets import load_mni152_template
 
     template = load_mni152_template().get_fdata()
@@ -373,22 +371,22 @@ def template_cuts(side: int, rng: np.random.Generator, per_plane: int = 250,
         volumes = [(template, per_plane // 2)] + [
             (_with_skull(template, outside, rng, "T1"), per_plane // 8) for _ in range(4)
         ]
-    squares, labels = [], []
+    crops, labels = [], []
     for volume, n in volumes:
         for plane, cut in cuts(volume, rng, n):  # a generator: draws as it goes
-            square = _square(exported_look(cut, rng), side)
-            if square is not None:
-                squares.append(square), labels.append(plane)
-    return squares, labels
+            crop = _crop(exported_look(cut, rng))
+            if crop is not None:
+                crops.append(crop), labels.append(plane)
+    return crops, labels
 
 
-def skull_stripped(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def skull_stripped(x: np.ndarray, rng: np.random.Generator, letterbox: bool = False) -> np.ndarray:
     """Slices (N, S, S, 1) in [0, 1] as a skull-stripped export shows them: the head's
     outer rim (SKULL_RIM of the side: scalp and skull) black, the brain cropped again
     to its own box, as the detector crops. OASIS, BraTS and registered research scans
     come so; with OASIS unseen, the gate called 38 % of its axial slices sagittal or
     coronal. Tried as made extras, not adopted: held out, OASIS fared worse
-    (docs/experiments.md)."""
+    (docs/experiments.md). ``letterbox``: the slices' PreprocessConfig.letterbox."""
     side = x.shape[1]
     out = x.copy()
     for k, slice_ in enumerate(x[..., 0]):
@@ -400,7 +398,8 @@ def skull_stripped(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             continue
         soft = cv2.GaussianBlur(brain, (0, 0), 1.0)
         crop = (slice_ * soft)[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-        out[k, ..., 0] = cv2.resize(crop, (side, side), interpolation=cv2.INTER_LINEAR)  # squashed
+        crop = np.round(crop * 255).astype(np.uint8)
+        out[k, ..., 0] = resize_square(crop, side, letterbox) / 255
     return out
 
 
@@ -444,11 +443,11 @@ def as_exported(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
 
 
-def head_ct_cuts(side: int, rng: np.random.Generator, per_plane=(160, 30, 30), path=HEAD_CT):
+def head_ct_cuts(rng: np.random.Generator, per_plane=(160, 30, 30), path=HEAD_CT):
     """HEAD_CT cut axially, sagittally and coronally at random levels, each under a
-    random CT window, exported as a JPEG. Returns (uint8 squares, labels: "not MRI")."""
+    random CT window, exported as a JPEG. Returns (uint8 brain crops, labels: "not MRI")."""
     volume, spacing = read_inv3(path)  # (z, y, x), z from the skull base up
-    squares = []
+    crops = []
     for axis, n in zip((0, 2, 1), per_plane):  # axial, sagittal, coronal
         # The head's extent along the axis (HU > 0: tissue, bone), less 10 % at each end.
         head = np.flatnonzero((volume > 0).any(axis=tuple(a for a in range(3) if a != axis)))
@@ -460,26 +459,26 @@ def head_ct_cuts(side: int, rng: np.random.Generator, per_plane=(160, 30, 30), p
             else:  # z rows are spacing[2] mm apart, not spacing[0]: stretch, skull base down
                 rows = int(cut.shape[0] * spacing[2] / spacing[0])
                 cut = cv2.resize(cut, (cut.shape[1], rows))[::-1]
-            square = _exported_ct(cut, rng, side)
-            if square is not None:
-                squares.append(square)
-    return squares, ["not MRI"] * len(squares)
+            crop = _exported_ct(cut, rng)
+            if crop is not None:
+                crops.append(crop)
+    return crops, ["not MRI"] * len(crops)
 
 
-def _exported_ct(hu: np.ndarray, rng: np.random.Generator, side: int) -> np.ndarray | None:
-    """A CT cut in HU under a random CT window, exported as a JPEG, as the detector's square."""
+def _exported_ct(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """A CT cut in HU under a random CT window, exported as a JPEG, as the detector crops it."""
     centre, width = CT_WINDOWS[rng.integers(len(CT_WINDOWS))] * rng.uniform(0.8, 1.25, 2)
-    return _square(as_exported(np.clip((hu - centre) / width + 0.5, 0, 1), rng), side)
+    return _crop(as_exported(np.clip((hu - centre) / width + 0.5, 0, 1), rng))
 
 
-def template_ct_cuts(side: int, rng: np.random.Generator, per_plane=(160, 30, 30)):
+def template_ct_cuts(rng: np.random.Generator, per_plane=(160, 30, 30)):
     """CT made from the MNI152 template's tissue maps, cut like head_ct_cuts: every
     template CT has the template's anatomy but its own skull, scalp, noise and window,
     so that the gate learns CT from more than HEAD_CT's one head. Returns (uint8
-    squares, labels: "not MRI")."""
+    crops, labels: "not MRI")."""
     brain, outside = _template_ct_tissue()
     inside = brain > -1000
-    squares = []
+    crops = []
     for axis, n in zip((2, 0, 1), per_plane):  # axial, sagittal, coronal (RAS)
         extent = np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != axis)))
         # The first quarter of the extent left out (axially the skull base, not drawn here).
@@ -489,10 +488,10 @@ def template_ct_cuts(side: int, rng: np.random.Generator, per_plane=(160, 30, 30
             hu = _with_skull(*cut, rng)
             hu = np.rot90(hu) + rng.normal(0, rng.uniform(2, 6), hu.shape[::-1])  # quantum noise
             hu = cv2.resize(hu, (hu.shape[1], int(hu.shape[0] * rng.uniform(0.85, 1.15))))
-            square = _exported_ct(hu, rng, side)
-            if square is not None:
-                squares.append(square)
-    return squares, ["not MRI"] * len(squares)
+            crop = _exported_ct(hu, rng)
+            if crop is not None:
+                crops.append(crop)
+    return crops, ["not MRI"] * len(crops)
 
 
 @functools.cache  # template_cuts and template_ct_cuts both read it
@@ -554,27 +553,27 @@ def read_inv3(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     return volume.reshape(matrix["shape"]), tuple(project["spacing"])
 
 
-def pictures(names, side: int, rng: np.random.Generator, per_picture: int = 30):
+def pictures(names, rng: np.random.Generator, per_picture: int = 30):
     """scikit-image's pictures, randomly cropped, flipped, turned and maybe inverted.
-    Returns (uint8 squares, labels, how many variants no brain crop could be made of)."""
+    Returns (uint8 brain crops, labels, how many variants no brain crop could be made of)."""
     import skimage
 
-    squares, refused = [], 0
+    crops, refused = [], 0
     folder = Path(skimage.__file__).parent / "data"
     for name in names:
         path = next(folder.glob(f"{name}.*"))
         grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         for _ in range(per_picture):
-            square = _square(_variant(grey, rng), side)
-            refused += square is None
-            if square is not None:
-                squares.append(square)
-    return squares, ["not MRI"] * len(squares), refused
+            crop = _crop(_variant(grey, rng))
+            refused += crop is None
+            if crop is not None:
+                crops.append(crop)
+    return crops, ["not MRI"] * len(crops), refused
 
 
-def documents(n: int, side: int, rng: np.random.Generator):
+def documents(n: int, rng: np.random.Generator):
     """Synthetic pages: lines of text and rules, dark on light or light on dark."""
-    squares, refused = [], 0
+    crops, refused = [], 0
     words = (
         "Patient",
         "report",
@@ -596,11 +595,11 @@ def documents(n: int, side: int, rng: np.random.Generator):
                         rng.uniform(0.3, 0.8), int(rng.integers(0, 60)), 1)  # fmt: skip
             if rng.random() < 0.1:
                 cv2.line(page, (0, y + 4), (w, y + 4), 0, 1)
-        square = _square(255 - page if rng.random() < 0.5 else page, side)
-        refused += square is None
-        if square is not None:
-            squares.append(square)
-    return squares, ["not MRI"] * len(squares), refused
+        crop = _crop(255 - page if rng.random() < 0.5 else page)
+        refused += crop is None
+        if crop is not None:
+            crops.append(crop)
+    return crops, ["not MRI"] * len(crops), refused
 
 
 def ct_paths(sartaj: Path) -> list[str]:
@@ -609,12 +608,12 @@ def ct_paths(sartaj: Path) -> list[str]:
         return sorted(row["path"] for row in csv.DictReader(f) if row["view"] == "ct")
 
 
-def ct_slices(sartaj: Path, side: int):
-    """The CT slices of ct_paths, as squares."""
+def ct_slices(sartaj: Path):
+    """The CT slices of ct_paths, as the detector crops them."""
     chosen = ct_paths(sartaj)
-    squares = [_square(cv2.imread(str(sartaj / p), cv2.IMREAD_GRAYSCALE), side) for p in chosen]
-    kept = [s for s in squares if s is not None]
-    return kept, ["not MRI"] * len(kept), len(squares) - len(kept)
+    crops = [_crop(cv2.imread(str(sartaj / p), cv2.IMREAD_GRAYSCALE)) for p in chosen]
+    kept = [c for c in crops if c is not None]
+    return kept, ["not MRI"] * len(kept), len(crops) - len(kept)
 
 
 def _variant(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -628,16 +627,17 @@ def _variant(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(255 - out if rng.random() < 0.3 else out)
 
 
-def _square(grey: np.ndarray, side: int) -> np.ndarray | None:
-    """The crop the detector would make, at side x side; None when it refuses the picture."""
+def _crop(grey: np.ndarray) -> np.ndarray | None:
+    """The brain crop the detector would make; None when it refuses the picture."""
     try:
-        return resize_square(crop_brain(grey, PreprocessConfig()), side)
+        return crop_brain(grey, PreprocessConfig())
     except InvalidImageError:
         return None
 
 
-def extras(side: int, sartaj: Path | None, part: str, seed: int = 0, made_extras=()):
-    """The made examples of one part ("train" or "test"): (uint8 squares, labels, groups, refused).
+def extras(sartaj: Path | None, part: str, seed: int = 0, made_extras=()):
+    """The made examples of one part ("train" or "test"): (uint8 brain crops, labels, groups,
+    refused).
 
     Template cuts and the head CT (and any ``made_extras``) are train only, sartaj's CT
     slices test only: the targets are measured on real slices, and on CT from another source.
@@ -646,22 +646,22 @@ def extras(side: int, sartaj: Path | None, part: str, seed: int = 0, made_extras
     parts = []
     if part == "train":
         skulled = "skulled-template" in made_extras
-        parts.append((*template_cuts(side, rng, skulled=skulled), 0, "MNI152 template"))
-        parts.append((*head_ct_cuts(side, rng), 0, "CT"))
+        parts.append((*template_cuts(rng, skulled=skulled), 0, "MNI152 template"))
+        parts.append((*head_ct_cuts(rng), 0, "CT"))
         if "template-ct" in made_extras:
-            parts.append((*template_ct_cuts(side, rng), 0, "template CT"))
-    s, lab, ref = pictures(PICTURES_TRAIN if part == "train" else PICTURES_TEST, side, rng)
+            parts.append((*template_ct_cuts(rng), 0, "template CT"))
+    s, lab, ref = pictures(PICTURES_TRAIN if part == "train" else PICTURES_TEST, rng)
     parts.append((s, lab, ref, "pictures"))
-    parts.append((*documents(60 if part == "train" else 40, side, rng), "documents"))
+    parts.append((*documents(60 if part == "train" else 40, rng), "documents"))
     if sartaj is not None and part == "test":
-        parts.append((*ct_slices(sartaj, side), "CT"))
-    squares, labels, groups, refused = [], [], [], {}
+        parts.append((*ct_slices(sartaj), "CT"))
+    crops, labels, groups, refused = [], [], [], {}
     for s, lab, ref, group in parts:
-        squares += s
+        crops += s
         labels += lab
         groups += [group] * len(s)
         refused[group] = ref
-    return np.stack(squares), labels, groups, refused
+    return crops, labels, groups, refused
 
 
 # ------------------------------------------------------------------ evaluation

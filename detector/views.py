@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from preprocessing import InvalidImageError, decode, preprocess
+from preprocessing import InvalidImageError, decode, preprocess, square_to_crop
 from preprocessing.decode import NIFTI_SUFFIXES
 from preprocessing.medical import nifti_slice_count
 
@@ -70,14 +70,17 @@ def analyse(detector: BrainTumorDetector, source, slice_index: int | None = None
     preprocessed = preprocess(source, detector.preprocess_config, slice_index=slice_index)
     prediction, heat = detector.predict_and_explain(preprocessed)
     cropped = _fit(prediction.cropped, DISPLAY_SIZE)
+    letterbox = detector.preprocess_config.letterbox
+
+    def on_crop(image):  # the networks' square, squashed or letterboxed, back onto the crop
+        return square_to_crop(image, cropped.shape, letterbox)
+
     return SliceView(
         prediction=prediction,
         cropped=cropped,
-        grad_cam=overlay(cropped, heat),
-        # The networks see the crop squashed to a square; stretching their
-        # output back lines it up with the crop beside it.
-        reconstruction=_resize_like(prediction.reconstruction, cropped),
-        error_map=_resize_like(prediction.error_map, cropped),
+        grad_cam=overlay(cropped, on_crop(heat)),
+        reconstruction=on_crop(prediction.reconstruction),
+        error_map=on_crop(prediction.error_map),
     )
 
 
@@ -88,10 +91,6 @@ def _fit(image: np.ndarray, size: int) -> np.ndarray:
     shape = (max(1, round(width * scale)), max(1, round(height * scale)))
     shrinking = scale < 1
     return cv2.resize(image, shape, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-
-
-def _resize_like(image: np.ndarray, target: np.ndarray) -> np.ndarray:
-    return cv2.resize(image, target.shape[::-1], interpolation=cv2.INTER_LINEAR)
 
 
 # ------------------------------------------------------------------ uploads

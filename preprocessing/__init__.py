@@ -6,7 +6,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .crop import PreprocessConfig, brain_box, crop_brain, resize_square, scale_intensity, to_input
+from .crop import (
+    PreprocessConfig,
+    brain_box,
+    crop_brain,
+    crop_window,
+    resize_square,
+    scale_intensity,
+    square_to_crop,
+    to_input,
+)
 from .decode import MAX_FILE_BYTES, decode, decode_with_colour
 from .errors import InvalidImageError
 from .pixels import MAX_PIXELS, scale_to_uint8
@@ -19,12 +28,14 @@ __all__ = [
     "Preprocessed",
     "brain_box",
     "crop_brain",
+    "crop_window",
     "decode",
     "decode_with_colour",
     "preprocess",
     "resize_square",
     "scale_intensity",
     "scale_to_uint8",
+    "square_to_crop",
     "to_input",
 ]
 

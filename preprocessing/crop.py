@@ -30,6 +30,10 @@ class PreprocessConfig:
     # head's 99th percentile is 1, so that a dim scan looks like a bright one
     # (collections and scanners differ more in brightness than brains do).
     intensity: str = "raw"
+    # False: the crop squashed to the square (every model before this option).
+    # True: letterboxed, its height/width kept and the rest black, so that a
+    # sagittal slice's long, low head does not look like an axial one's.
+    letterbox: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,13 +92,38 @@ HEAD_PERCENTILE = 99.0
 
 def to_input(cropped: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
     """A cropped slice as the network input: float32 (S, S, C) in [0, 1]."""
-    return scale_intensity(resize_square(cropped, cfg.image_size), cfg)
+    return scale_intensity(resize_square(cropped, cfg.image_size, cfg.letterbox), cfg)
 
 
-def resize_square(cropped: np.ndarray, size: int) -> np.ndarray:
-    """The crop squashed to size x size, still uint8 grey."""
+def resize_square(cropped: np.ndarray, size: int, letterbox: bool = False) -> np.ndarray:
+    """The crop at size x size, still uint8 grey: squashed, or letterboxed (its
+    longer side fills the square, centred on black)."""
+    top, left, height, width = crop_window(cropped.shape, size, letterbox)
     interpolation = cv2.INTER_AREA if min(cropped.shape) >= size else cv2.INTER_LINEAR
-    return cv2.resize(cropped, (size, size), interpolation=interpolation)
+    resized = cv2.resize(cropped, (width, height), interpolation=interpolation)
+    if not letterbox:
+        return resized
+    square = np.zeros((size, size), np.uint8)
+    square[top : top + height, left : left + width] = resized
+    return square
+
+
+def crop_window(crop_shape: tuple, size: int, letterbox: bool) -> tuple[int, int, int, int]:
+    """(top, left, height, width) in pixels of a crop of ``crop_shape`` inside its
+    size x size network input: the whole square unless letterboxed."""
+    if not letterbox:
+        return 0, 0, size, size
+    scale = size / max(crop_shape[:2])
+    height, width = (max(1, round(n * scale)) for n in crop_shape[:2])
+    return (size - height) // 2, (size - width) // 2, height, width
+
+
+def square_to_crop(image: np.ndarray, crop_shape: tuple, letterbox: bool) -> np.ndarray:
+    """A network-input-sized image (heat map, reconstruction) resized onto the
+    crop it was made from, the letterbox's bars cut off first."""
+    top, left, height, width = crop_window(crop_shape, image.shape[0], letterbox)
+    inside = np.ascontiguousarray(image[top : top + height, left : left + width])
+    return cv2.resize(inside, (crop_shape[1], crop_shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def scale_intensity(square: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 from _images import brain, textured_brain, write_dataset
 
-from preprocessing import InvalidImageError, PreprocessConfig, crop_brain, preprocess, to_input
+from preprocessing import (
+    InvalidImageError,
+    PreprocessConfig,
+    crop_brain,
+    preprocess,
+    resize_square,
+    square_to_crop,
+    to_input,
+)
 
 
 def test_crop_finds_the_ellipse_bounding_box():
@@ -44,6 +53,38 @@ def test_to_input_shape_and_range(size, channels):
     x = to_input(brain(), PreprocessConfig(image_size=size, channels=channels))
     assert x.shape == (size, size, channels) and x.dtype == np.float32
     assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.5
+
+
+def test_a_letterboxed_crop_keeps_its_height_over_width_on_black():
+    tall = np.full((120, 60), 200, np.uint8)  # twice as high as wide
+    for crop, (rows, cols) in ((tall, (64, 32)), (tall.T, (32, 64))):
+        square = resize_square(crop, 64, letterbox=True)
+        assert square.shape == (64, 64) and square.dtype == np.uint8
+        ys, xs = np.nonzero(square)
+        assert (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) == (rows, cols)
+        assert ys.min() + ys.max() == xs.min() + xs.max() == 63  # centred
+    assert resize_square(tall, 64).min() == 200  # squashed: the crop fills the square
+    # The head's intensity scaling ignores the black bars: the crop reads the same.
+    cfg = PreprocessConfig(image_size=64, intensity="percentile")
+    boxed = to_input(brain(), replace(cfg, letterbox=True))
+    assert boxed.shape == (64, 64, 1) and boxed.max() == to_input(brain(), cfg).max()
+
+
+def test_a_heat_map_goes_back_onto_the_crop_without_the_letterbox_bars():
+    tall = np.full((120, 60), 200, np.uint8)
+    square = resize_square(tall, 64, letterbox=True)
+    heat = (square > 0).astype(np.float32)  # 1 where the crop lies, 0 on the bars
+    back = square_to_crop(heat, tall.shape, letterbox=True)
+    assert back.shape == tall.shape and back.min() == 1.0  # no bar in it, and all of the crop
+    squashed = square_to_crop(np.ones((64, 64), np.float32), tall.shape, letterbox=False)
+    assert squashed.shape == tall.shape and squashed.min() == 1.0
+
+
+def test_the_crop_shape_travels_in_the_config_and_old_configs_squash():
+    cfg = PreprocessConfig(image_size=64, letterbox=True)
+    assert PreprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if k != "letterbox"}
+    assert PreprocessConfig.from_dict(old).letterbox is False
 
 
 @pytest.mark.parametrize("size,channels", [(96, 1), (150, 3), (45, 1)])
@@ -120,7 +161,8 @@ def test_tiny_training_round_trip(tmp_path):
     out = tmp_path / "model"
     argv = ["--data", str(data), "--out", str(out), "--epochs", "2", "--ae-epochs", "1",
             "--image-size", "48", "--synthetic-tumours", "0.5", "--lesion-radius", "0.08", "0.2",
-            "--fresh-lesions", "--asymmetry", "--mix-style", "--verbose", "0"]  # fmt: skip
+            "--fresh-lesions", "--asymmetry", "--mix-style", "--letterbox",
+            "--verbose", "0"]  # fmt: skip
     assert train.main(argv) == 0
 
     names = {p.name for p in out.iterdir()}
@@ -129,6 +171,7 @@ def test_tiny_training_round_trip(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model")]  # no staging left
     config = json.loads((out / "config.json").read_text())
     assert config["preprocessing"]["image_size"] == 48
+    assert config["preprocessing"]["letterbox"] is True  # so a pulled model letterboxes too
     assert "gate_distance_threshold" not in config  # no slice of known plane: no gate
     split = json.loads((out / "split.json").read_text())
     train_tumours = sum(e["split"] == "train" and e["label"] == 1 for e in split.values())
@@ -150,6 +193,7 @@ def test_tiny_training_round_trip(tmp_path):
     assert [r.tumor_probability for r in again.predict_batch(files)] == first
     # One at a time gives what the batch gave.
     assert [detector.predict(f).tumor_probability for f in files] == pytest.approx(first, abs=1e-6)
+    assert detector.preprocess_config.letterbox  # read back from config.json
 
 
 @pytest.mark.slow

@@ -116,6 +116,18 @@ def test_a_figshare_box_is_mapped_into_the_brain_crop(tmp_path):
     assert box == pytest.approx([0.4, 0.3, 0.6, 0.7], abs=0.03)
 
 
+def test_a_figshare_box_follows_the_crop_into_its_letterbox(tmp_path):
+    image = np.zeros((200, 200), np.uint8)
+    image[50:150, 40:90] = 150  # the "brain": twice as high as wide, x 40..89, y 50..149
+    path = tmp_path / "figshare" / "glioma" / "7.jpg"
+    _write(path, image)
+    path.with_suffix(".txt").write_text("1 0.3 0.5 0.1 0.2\n")  # x 50..70, y 80..120 in pixels
+    cfg = PreprocessConfig(image_size=64, letterbox=True)
+    box = tumor_boxes(["figshare/glioma/7.jpg"], [tmp_path / "figshare"], cfg)[0]
+    # In the crop x 0.2..0.6, y 0.3..0.7; the crop fills the square's middle half across.
+    assert box == pytest.approx([0.25 + 0.2 / 2, 0.3, 0.25 + 0.6 / 2, 0.7], abs=0.03)
+
+
 # Two type networks, as the bundled model has (the recipe fits one: its 30 minutes).
 TYPED_MODEL_ARGS = ["--epochs", "2", "--type-epochs", "2", "--type-members", "2", "--ae-epochs", "1",
                     "--image-size", "48", "--type-image-size", "56", "--verbose", "0"]  # fmt: skip
