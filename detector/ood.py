@@ -185,17 +185,31 @@ def background_levels(x: np.ndarray) -> np.ndarray:
     """How light each input's corners are within its own range: 0 = darkest, 1 = lightest.
 
     The crop is the head's bounding box, so its corners lie outside the head:
-    air, dark on every MRI sequence. On a document they are paper.
+    air, dark on every MRI sequence. On a document they are paper. A letterboxed
+    input's black bars are cut off first: its corners are the crop's.
     """
-    grey = x.mean(axis=-1)
-    size = grey.shape[1]
-    centre = (size - 1) / 2
-    yy, xx = np.mgrid[:size, :size]
-    # Outside the inscribed circle, with a 5 % margin: the four corners.
-    corners = np.hypot(yy - centre, xx - centre) > 1.05 * size / 2
-    low, high = np.percentile(grey, [1, 99], axis=(1, 2))
-    level = (np.median(grey[:, corners], axis=1) - low) / np.maximum(high - low, 1 / 255)
-    return np.clip(level, 0.0, 1.0)
+    return np.array([_corner_level(_without_bars(image)) for image in x.mean(axis=-1)])
+
+
+def _without_bars(grey: np.ndarray) -> np.ndarray:
+    """The input less the all-black rows and columns round it (a letterbox's bars:
+    a crop's own edges touch the head, so they are never all black)."""
+    rows, cols = np.flatnonzero(grey.max(axis=1) > 0), np.flatnonzero(grey.max(axis=0) > 0)
+    if len(rows) == 0:
+        return grey
+    return grey[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _corner_level(grey: np.ndarray) -> float:
+    height, width = grey.shape
+    yy, xx = np.mgrid[:height, :width]
+    # Outside the inscribed ellipse, with a 5 % margin: the four corners.
+    corners = np.hypot((yy - (height - 1) / 2) / height, (xx - (width - 1) / 2) / width) > 1.05 / 2
+    low, high = np.percentile(grey, [1, 99])
+    if not corners.any():  # a sliver of a crop
+        return 0.0
+    level = (np.median(grey[corners]) - low) / max(high - low, 1 / 255)
+    return float(np.clip(level, 0.0, 1.0))
 
 
 def failed_checks(scores: dict[str, np.ndarray], config: dict) -> dict[str, np.ndarray]:

@@ -97,6 +97,24 @@ def test_colour_and_paper_are_caught_by_the_fixed_rules(detector, name, check):
     assert ood.failed_checks(scores, detector.config)[check], scores
 
 
+@pytest.mark.parametrize("letterbox", [False, True])
+def test_paper_reads_light_and_a_head_dark_squashed_or_letterboxed(letterbox):
+    """A letterbox's black bars are not the crop's corners: a page stays paper."""
+    from _images import brain
+
+    from detector import ood
+    from preprocessing import PreprocessConfig, preprocess
+
+    cfg = PreprocessConfig(image_size=64, intensity="percentile", letterbox=letterbox)
+    level = {
+        name: ood.background_levels(preprocess(image, cfg).x[None])[0]
+        for name, image in (("page", _photo("page")), ("text", _photo("text")),
+                            ("wide head", brain(256, height=150)))
+    }  # fmt: skip
+    assert level["page"] > ood.BACKGROUND_LIMIT and level["text"] > ood.BACKGROUND_LIMIT, level
+    assert level["wide head"] < ood.BACKGROUND_LIMIT, level
+
+
 def test_the_gate_feature_distance_flags_a_picture_the_gate_calls_axial(detector):
     """scikit-image's text, grey letters on light paper: the gate's softmax says axial,
     but its features lie far from every MRI slice it learnt from."""
