@@ -68,6 +68,8 @@ class Recipe:
     #                          adopted: docs/experiments.md)
     letterbox: bool = False  # every network reads the crop letterboxed, not squashed
     #                          (preprocessing.PreprocessConfig.letterbox)
+    gate_letterbox: bool = False  # the plane gate reads the crop letterboxed: a picture's or a
+    #                               sagittal slice's box has a shape no axial head has
 
 
 RECIPES = {
@@ -98,7 +100,7 @@ RECIPES = {
 # Recipe fields that a command-line option of the same name overrides.
 OVERRIDABLE = ("image_size", "intensity", "epochs", "augment", "planes", "balance",
                "synthetic_tumours", "lesion_radius", "plaque_mimics", "fresh_lesions", "asymmetry",
-               "mix_style", "letterbox",
+               "mix_style", "letterbox", "gate_letterbox",
                "type_image_size", "type_epochs", "type_augment", "type_members", "type_ensemble")
 # Out-of-distribution thresholds, as quantiles of the validation slices' scores.
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
@@ -149,6 +151,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--letterbox", action=argparse.BooleanOptionalAction,
                         help="every network reads the brain crop letterboxed (its height/width kept, "
                              "padded black) rather than squashed to the square (default: per architecture)")
+    parser.add_argument("--gate-letterbox", action=argparse.BooleanOptionalAction,
+                        help="the plane gate reads the brain crop letterboxed, whatever the other networks "
+                             "read (default: per architecture)")
     parser.add_argument("--arch", choices=sorted(RECIPES), default="default")
     parser.add_argument("--split", choices=["cluster", "random"], default="cluster",
                         help="cluster: leak-free (default); random: the report's leaky split, for comparison")
@@ -230,19 +235,24 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
           f"train {sizes['train']}, val {sizes['val']}, test {sizes['test']}", flush=True)  # fmt: skip
 
     x, y, collections = slices.inputs(cfg), slices.labels, np.array(slices.collections)
+    gate_cfg = replace(cfg, channels=1, letterbox=recipe.gate_letterbox)
+    gate_slices, x_gate = gate_view(args, slices, cfg, gate_cfg)
     fit_started, seconds = time.time(), {}  # seconds: each network's fit, for the 30-minute budget
     gate_fit = None
     if any(slices.planes):  # the gate learns from slices of known planes (catalogue.Entry.plane)
         print("Plane gate (same split, plus template cuts, pictures and CT) ...", flush=True)
         with timed(seconds, "plane_gate"):
-            gate_fit = fit_plane_gate(slices, split, cfg, sartaj_folder(args.data), args.seed, verbose=args.verbose)
+            gate_fit = fit_plane_gate(gate_slices, split, gate_cfg, sartaj_folder(args.data), args.seed,
+                                      verbose=args.verbose)  # fmt: skip
     with timed(seconds, "type_network"):
         type_classifier, x_type, type_val = fit_types(args, recipe, cfg, slices, train_i, val_i)  # every plane
     if recipe.planes == "axial":  # the gate keeps the others from the detector anyway
         if gate_fit is None:
             raise SystemExit("--planes axial needs the plane gate, which learns from collections of known planes.")
         gate, threshold, planes = gate_fit.gate, gate_fit.threshold, gate_fit.known_planes
-        train_i, val_i = (axial_slices(gate, threshold, planes, x, i) for i in (train_i, val_i))
+        train_i, val_i = (
+            axial_slices(gate, threshold, planes, x_gate, i) for i in (train_i, val_i)
+        )
         print(f"The detector reads axial slices only: train {len(train_i)}, val {len(val_i)}", flush=True)
     with timed(seconds, "detector"):
         classifier, history, hosts, mimic_hosts = fit_detector(
@@ -269,6 +279,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "anomaly_ratio_threshold": float("inf"),
         "layout_threshold": float("inf"),
         "plane_threshold": DEFAULT_PLANE_THRESHOLD,  # a gate's own, chosen on val, replaces it
+        "gate_letterbox": gate_cfg.letterbox,
         "tumor_types": list(TUMOR_TYPES) if type_classifier else [],
         "type_image_size": x_type.shape[1] if type_classifier else cfg.image_size,
     }
@@ -279,12 +290,12 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     if gate_fit:  # the gate, its thresholds and its feature Gaussians, before val is read
         install(detector, gate_fit)
     axial = np.array([p == "axial" for p in slices.planes])
-    tune_on_val(detector, x[val_i], y[val_i], slices.chroma[val_i], axial[val_i])
+    tune_on_val(detector, x[val_i], x_gate[val_i], y[val_i], slices.chroma[val_i], axial[val_i])
     if gate_fit:
-        record(detector, gate_fit)  # after tune_on_val, which starts config["metrics"]
+        record(detector, gate_fit, x)  # after tune_on_val, which starts config["metrics"]
     if type_val:
         detector.config["metrics"]["type_val"] = type_val
-    p_test = evaluate_on_test(detector, slices, x, test_i)
+    p_test = evaluate_on_test(detector, slices, x, x_gate, test_i)
     if type_classifier:
         typed_test = test_i[slices.type_indices()[test_i] >= 0]
         evaluate_types_on_test(detector, slices, x, x_type, typed_test, args.data)
@@ -460,10 +471,9 @@ def audit_labels(detector, slices, clusters, excluded: set[str], seed: int) -> N
     }
 
 
-def tune_on_val(
-    detector, x_val: np.ndarray, y_val: np.ndarray, chroma_val: np.ndarray, axial_val: np.ndarray
-) -> None:
-    """Temperature, inconclusive band and OOD thresholds, from validation slices only."""
+def tune_on_val(detector, x_val, x_gate_val, y_val, chroma_val, axial_val) -> None:
+    """Temperature, inconclusive band and OOD thresholds, from validation slices only
+    (x_gate_val: the same slices as the plane gate reads them, gate_view)."""
     from detector.evaluation import (
         choose_inconclusive_band,
         classification_metrics,
@@ -471,7 +481,7 @@ def tune_on_val(
         fit_temperature,
     )
 
-    raw, scores = detector.predict_arrays(x_val, chroma_val)  # temperature is still 1
+    raw, scores = detector.predict_arrays(x_val, chroma_val, x_gate_val)  # temperature is still 1
     detector.config["temperature"] = round(fit_temperature(y_val, raw), 4)
     p = detector.calibrate(raw)
     detector.config["inconclusive_band"] = choose_inconclusive_band(y_val, p)
@@ -501,23 +511,37 @@ def flag_rates(flags: np.ndarray, axial: np.ndarray, part: str) -> dict:
     }
 
 
-def measure_again(detector, slices, split: dict, excluded: set[str]) -> None:
+def measure_again(detector, slices, split: dict, excluded: set[str], x_gate: np.ndarray) -> None:
     """The val and test figures that depend on the checks (the share of val and test
     slices flagged, the test answers, the slices the gate passes), read again
     through the detector as it is now: a new gate, new thresholds."""
     x = slices.inputs(detector.preprocess_config)
     val = np.array([i for i in split["val"] if slices.names[i] not in excluded], int)
-    _, scores = detector.predict_arrays(x[val], slices.chroma[val])
+    _, scores = detector.predict_arrays(x[val], slices.chroma[val], x_gate[val])
     axial = np.array([slices.planes[i] == "axial" for i in val], bool)
     flags = detector.out_of_distribution(scores)
     detector.config["metrics"].update(flag_rates(flags, axial, "val"))
-    evaluate_on_test(detector, slices, x, split["test"])
+    evaluate_on_test(detector, slices, x, x_gate, split["test"])
 
 
-def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.ndarray:
+def gate_view(args, slices, cfg: PreprocessConfig, gate_cfg: PreprocessConfig):
+    """Every slice as the plane gate reads it: (the slices squared as gate_cfg says,
+    their inputs). ``slices`` themselves when cfg squares the crop alike, else the
+    collections decoded again (or read from --cache-dir)."""
+    if gate_cfg.letterbox != cfg.letterbox:
+        from detector.data import load_slices
+
+        again = load_slices(args.data, gate_cfg, cache_dir=args.cache_dir)
+        assert again.names == slices.names  # the same files, squared another way
+        slices = again
+    return slices, slices.inputs(gate_cfg)
+
+
+def evaluate_on_test(detector, slices, x, x_gate, test_i: np.ndarray) -> np.ndarray:
     """Read the test split, once: metrics (overall, per subgroup and on the slices
     the plane gate lets through), autoencoder AUROC and the plots. Returns the
-    calibrated P(tumour) of each test slice.
+    calibrated P(tumour) of each test slice. x, x_gate: every slice as the classifier
+    and as the plane gate read it.
 
     A held-out collection of one class (figshare: tumours; ms, oasis: none)
     has no AUROC and no ROC curve; its sensitivity or specificity is the figure.
@@ -537,7 +561,7 @@ def evaluate_on_test(detector, slices, x: np.ndarray, test_i: np.ndarray) -> np.
     )
 
     x_test, y_test = x[test_i], slices.labels[test_i]
-    p, scores = detector.predict_arrays(x_test, slices.chroma[test_i])
+    p, scores = detector.predict_arrays(x_test, slices.chroma[test_i], x_gate[test_i])
     low, high = detector.config["inconclusive_band"]
     threshold = detector.config["decision_threshold"]
     both_classes = 0 < y_test.mean() < 1

@@ -37,6 +37,7 @@ from train import (
     evaluate_on_test,
     evaluate_types_on_test,
     fit_detector,
+    gate_view,
     model_split,
     print_summary,
     save_atomically,
@@ -81,9 +82,10 @@ def main(argv=None) -> int:
     )  # fmt: skip
     kept = dict(config["metrics"])  # the gate's and the type network's figures stay
     axial = np.array([p == "axial" for p in slices.planes])
-    tune_on_val(detector, x[val_i], y[val_i], slices.chroma[val_i], axial[val_i])
+    _, x_gate = gate_view(args, slices, cfg, detector.gate_config)
+    tune_on_val(detector, x[val_i], x_gate[val_i], y[val_i], slices.chroma[val_i], axial[val_i])
     config["metrics"] = {**kept, **config["metrics"]}
-    p_test = evaluate_on_test(detector, slices, x, test_i)
+    p_test = evaluate_on_test(detector, slices, x, x_gate, test_i)
     clean = keep[test_i]
     config["metrics"]["test_excluding_suspects"] = classification_metrics(
         y[test_i][clean], p_test[clean]

@@ -29,6 +29,7 @@ from detector.data import load_slices
 from train import (
     choose_ood_thresholds,
     fmt_percent,
+    gate_view,
     measure_again,
     model_split,
     save_atomically,
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
     detector = BrainTumorDetector.from_pretrained(args.into)
     config = detector.config
     slices = load_slices(args.data, detector.preprocess_config, cache_dir=args.cache_dir)
+    _, x_gate = gate_view(args, slices, detector.preprocess_config, detector.gate_config)
     split, excluded = model_split(args.into, slices, config, args.seed, args.exclude, args.hold_out)
 
     before = {key: config.get(key) for key in THRESHOLDS}
@@ -65,10 +67,10 @@ def main(argv=None) -> int:
     }
     val = np.array([i for i in split["val"] if slices.names[i] not in excluded], int)
     _, scores = detector.predict_arrays(
-        slices.inputs(detector.preprocess_config)[val], slices.chroma[val]
+        slices.inputs(detector.preprocess_config)[val], slices.chroma[val], x_gate[val]
     )
     choose_ood_thresholds(config, scores)
-    measure_again(detector, slices, split, excluded)
+    measure_again(detector, slices, split, excluded, x_gate)
     for key in THRESHOLDS:
         print(f"{key}: {before[key]} -> {config[key]:.4g}")
     for key, was in rates_before.items():

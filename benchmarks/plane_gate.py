@@ -8,7 +8,8 @@ train.py fits the gate with the rest; this is for a model directory made
 before the gate, or after its labels or recipe changed. To compare gate
 recipes, fit one several times on the model's own split and keep nothing:
 
-    python benchmarks/plane_gate.py ... --into pretrained --gate-seed S --dry-run [--extras ...]
+    python benchmarks/plane_gate.py ... --into pretrained --gate-seed S --dry-run \
+        [--extras ...] [--letterbox]
 
 and on a collection the gate never saw (train.py --hold-out's split; only the
 gate's own figures, the held-out collection whole as its test):
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,6 +47,7 @@ from detector.training import AUGMENTATIONS
 from train import (
     check_model_split,
     fmt_percent,
+    gate_view,
     make_split,
     measure_again,
     read_exclusions,
@@ -78,6 +81,10 @@ def main(argv=None) -> int:
         help="made examples to learn from as well (tried, not adopted: docs/experiments.md)",
     )  # fmt: skip
     parser.add_argument(
+        "--letterbox", action=argparse.BooleanOptionalAction,
+        help="the new gate reads the crop letterboxed (default: as the model's gate reads it)",
+    )  # fmt: skip
+    parser.add_argument(
         "--measure-only",
         action="store_true",
         help="keep the model's gate: choose its threshold and measure it again",
@@ -85,6 +92,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.hold_out and not (args.dry_run and not args.measure_only):
         parser.error("--hold-out fits a new gate on another split: add --dry-run")
+    if args.measure_only and args.letterbox is not None:
+        parser.error("--measure-only keeps the model's gate, which reads the crop as it learnt to")
     detector = BrainTumorDetector.from_pretrained(args.into)
     cfg = detector.preprocess_config  # as train.py fits the gate: on the detector's inputs
     slices = load_slices(args.data, cfg, cache_dir=args.cache_dir)
@@ -94,9 +103,13 @@ def main(argv=None) -> int:
         check_model_split(args.into, slices, split, excluded)
     gate = detector.plane_gate if args.measure_only else None
     gate_seed = args.seed if args.gate_seed is None else args.gate_seed
+    gate_cfg = detector.gate_config
+    if args.letterbox is not None:
+        gate_cfg = replace(gate_cfg, letterbox=args.letterbox)
+    gate_slices, x_gate = gate_view(args, slices, cfg, gate_cfg)
     fitted = fit_plane_gate(
-        slices, split, cfg, sartaj_folder(args.data), gate_seed, epochs=args.epochs, gate=gate,
-        augment=args.augment, made_extras=tuple(args.extras),
+        gate_slices, split, gate_cfg, sartaj_folder(args.data), gate_seed, epochs=args.epochs,
+        gate=gate, augment=args.augment, made_extras=tuple(args.extras),
     )
     if args.hold_out:  # the detector's figures are of its own split, not this one
         print(format_report(fitted.metrics))
@@ -104,8 +117,8 @@ def main(argv=None) -> int:
     install(detector, fitted)
     if gate is not None:  # what the kept gate was trained on: unknown here, so as recorded
         fitted.metrics["train"] = detector.config["metrics"]["plane_gate"]["train"]
-    record(detector, fitted)
-    measure_again(detector, slices, split, excluded)
+    record(detector, fitted, slices.inputs(cfg))
+    measure_again(detector, slices, split, excluded, x_gate)
     print(format_report(fitted.metrics))
     print(format_old_checks(fitted.metrics["old_checks"]))
     m = detector.config["metrics"]

@@ -139,21 +139,45 @@ class BrainTumorDetector(
         size, channels = self.preprocess_config.image_size, self.preprocess_config.channels
         gate_and_features = None if gate is None else plane.with_features(gate)
 
-        def forward(x):
+        def forward(x, x_gate):
             if gate is None:
                 planes = tf.zeros([tf.shape(x)[0], len(plane.PLANES)])
                 features = tf.zeros([tf.shape(x)[0], 1])
-            else:  # the gate reads grey, whatever the classifier's channels
-                grey = tf.reduce_mean(x, axis=-1, keepdims=True)
-                planes, features = gate_and_features(grey, training=False)
+            else:
+                planes, features = gate_and_features(x_gate, training=False)
             classified = self._tta(self.classifier, x)
             return classified, self.autoencoder(x, training=False), planes, features
 
         # One compiled graph for all networks: model.predict costs ~35 ms of
         # per-call overhead, far more than the networks themselves.
         self._forward = tf.function(
-            forward, input_signature=[tf.TensorSpec([None, size, size, channels], tf.float32)]
+            forward,
+            input_signature=[
+                tf.TensorSpec([None, size, size, channels], tf.float32),
+                tf.TensorSpec([None, size, size, 1], tf.float32),
+            ],
         )
+
+    @property
+    def gate_config(self) -> PreprocessConfig:
+        """What the plane gate reads: the crop in grey, letterboxed if config["gate_letterbox"]
+        says so, else as the classifier reads it (every gate saved before the option)."""
+        letterbox = self.config.get("gate_letterbox", self.preprocess_config.letterbox)
+        return replace(self.preprocess_config, channels=1, letterbox=letterbox)
+
+    def gate_inputs(self, x: np.ndarray, x_gate: np.ndarray | None = None) -> np.ndarray:
+        """The gate's inputs of the classifier's inputs ``x``: ``x_gate`` when given (made
+        at self.gate_config), else x in grey, which is only right when the gate reads
+        the crop as the classifier does."""
+        if x_gate is not None:
+            return x_gate
+        reads_alike = self.gate_config.letterbox == self.preprocess_config.letterbox
+        if self.plane_gate is not None and not reads_alike:
+            raise ValueError(
+                "This model's plane gate reads the crop letterboxed and the classifier does not: "
+                "pass x_gate, the inputs made at detector.gate_config."
+            )
+        return x.mean(axis=-1, keepdims=True)
 
     @property
     def type_classifier(self):
@@ -213,20 +237,22 @@ class BrainTumorDetector(
         return self._predict_slices(slices)
 
     def predict_arrays(
-        self, x: np.ndarray, chroma: np.ndarray | None = None
+        self, x: np.ndarray, chroma: np.ndarray | None = None, x_gate: np.ndarray | None = None
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Preprocessed inputs -> (calibrated P(tumour), the score of each check in detector.ood).
 
         ``chroma``: the inputs' Preprocessed.chroma; None means grey pictures.
+        ``x_gate``: the same slices at self.gate_config (gate_inputs).
         """
-        probabilities, reconstructions, planes, distances = self._run(x)
+        x_gate = self.gate_inputs(x, x_gate)
+        probabilities, reconstructions, planes, distances = self._run(x, x_gate)
         scores = self._ood_scores(x, reconstructions, chroma)
         not_axial = self.planes(planes)[1][:, 1:].sum(axis=1)
         return probabilities, {**scores, "not_axial": not_axial, "gate_distance": distances}
 
     def run_networks(self, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed inputs -> (calibrated P(tumour), autoencoder reconstructions)."""
-        return self._run(x, batch_size)[:2]
+        return self._run(x, x.mean(axis=-1, keepdims=True), batch_size)[:2]  # gate unread
 
     def type_probabilities(self, x_type: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Inputs at self.type_config's size -> P(each of self.tumor_types), (N, K).
@@ -247,12 +273,16 @@ class BrainTumorDetector(
             else np.zeros((0, len(self.tumor_types)))
         )
 
-    def _run(self, x: np.ndarray, batch_size: int = 64):
+    def _run(self, x: np.ndarray, x_gate: np.ndarray, batch_size: int = 64):
         """-> calibrated P(tumour), reconstructions, the gate's P(each plane) and its
         features' distance (detector.ood.feature_distances; zeros: no gate or no fit)."""
         outputs = [[], [], [], []]
         for start in range(0, len(x), batch_size):
-            batch = self._forward(np.ascontiguousarray(x[start : start + batch_size], np.float32))
+            part = slice(start, start + batch_size)
+            batch = self._forward(
+                np.ascontiguousarray(x[part], np.float32),
+                np.ascontiguousarray(x_gate[part], np.float32),
+            )
             for out, tensor in zip(outputs, batch):
                 out.append(tensor.numpy())
         probabilities, reconstructions, planes, features = map(np.concatenate, outputs)
@@ -303,7 +333,8 @@ class BrainTumorDetector(
 
     def _predict_slices(self, slices: list[Preprocessed]) -> list[Prediction]:
         x = np.stack([s.x for s in slices])
-        probabilities, reconstructions, gate, distances = self._run(x)
+        x_gate = np.stack([to_input(s.cropped, self.gate_config) for s in slices])
+        probabilities, reconstructions, gate, distances = self._run(x, x_gate)
         names, planes, sources = self.planes(gate, [s.plane for s in slices])
         scores = self._ood_scores(x, reconstructions, [s.chroma for s in slices])
         scores["not_axial"] = planes[:, 1:].sum(axis=1)

@@ -236,7 +236,7 @@ def known_planes(slices) -> list[str]:
 def axial_slices(gate, threshold: float, planes: list[str], x: np.ndarray, index: np.ndarray):
     """The slices of ``index`` that are axial: by their known plane (``planes``, from
     known_planes), else by the gate's verdict (most of figshare and sartaj have no
-    plane label). ``x``: every slice's input to the detector."""
+    plane label). ``x``: every slice as the gate reads it."""
     planes = np.array(planes, object)[index]
     unknown = planes == ""
     if unknown.any():
@@ -279,11 +279,11 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
     def made(which):
         crops, labels, groups, refused = extras(sartaj, which, seed, made_extras)
         grey = np.stack([to_input(c, cfg).mean(axis=-1, keepdims=True) for c in crops])
-        return grey, labels, groups, refused
+        return grey, labels, groups, refused, crops
 
     train, labels_extra = part["train"], []
     if gate is None:
-        x_extra, labels_extra, _, _ = made("train")
+        x_extra, labels_extra, _, _, _ = made("train")
         if "skull-stripped" in made_extras:  # half the train slices again, skull stripped
             half = rng.choice(train, len(train) // 2, replace=False)
             x_extra = np.concatenate([x_extra, skull_stripped(x[half], rng, cfg.letterbox)])
@@ -310,7 +310,7 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
     distance_threshold = float(np.quantile(val_distances, DISTANCE_QUANTILE))
 
     test = part["test"]
-    x_test_extra, labels_test_extra, groups_extra, refused = made("test")
+    x_test_extra, labels_test_extra, groups_extra, refused, test_crops = made("test")
     labels = [planes[i] for i in test] + labels_test_extra
     groups = [flag_group(slices.collections[i], planes[i]) for i in test] + groups_extra
     x_test = np.concatenate([x[test], x_test_extra])
@@ -338,7 +338,7 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
         "with_distance": flag_table(groups, flagged | far, refused),
     }
     return GateFit(gate, threshold, distance, distance_threshold, metrics, x_test, groups,
-                   predicted, far, refused, planes)  # fmt: skip
+                   predicted, far, refused, planes, cfg.letterbox, test, test_crops)  # fmt: skip
 
 
 class GateFit(NamedTuple):
@@ -353,6 +353,9 @@ class GateFit(NamedTuple):
     far: np.ndarray  # each one's feature distance over distance_threshold (bool)
     refused: dict[str, int]  # per group, the made test pictures the brain crop refuses
     known_planes: list[str]  # each slice's known plane, "" where none (known_planes)
+    letterbox: bool  # whether the gate reads the crop letterboxed (PreprocessConfig.letterbox)
+    test: np.ndarray  # the union's test slices among x_test (first), by index
+    made_test_crops: list  # the brain crops of the made test inputs (after them)
 
 
 # ------------------------------------------------------------------ extras
@@ -783,15 +786,12 @@ def plot_confusion(metrics: dict) -> bytes:
     return buf.getvalue()
 
 
-def older_checks(detector, x_test: np.ndarray) -> dict[str, np.ndarray]:
+def older_checks(detector, x: np.ndarray, x_gate: np.ndarray) -> dict[str, np.ndarray]:
     """Where each check of detector.ood that does not read the gate fires on the
-    gate's grey test inputs, and "any older check"."""
-    x = np.stack(
-        [cv2.resize(g, (detector.preprocess_config.image_size,) * 2)[..., None] for g in x_test]
-    )
-    x = np.repeat(x, detector.preprocess_config.channels, axis=-1)
+    gate's test inputs (``x``: as the classifier reads them; ``x_gate``: as the gate
+    does), and "any older check"."""
     # Grey inputs: chroma 0, so the colour rule cannot fire here.
-    _, scores = detector.predict_arrays(x)
+    _, scores = detector.predict_arrays(x, x_gate=x_gate)
     failed = failed_checks(scores, detector.config)
     failed = {name: hit for name, hit in failed.items() if name not in GATE_CHECKS}
     failed["any older check"] = np.any(list(failed.values()), axis=0)
@@ -825,20 +825,23 @@ def sartaj_folder(roots) -> Path | None:
 
 
 def install(detector, fitted: GateFit) -> None:
-    """Put a fitted gate into a detector, with its two thresholds (chosen on val) and
-    its feature Gaussians: the detector then predicts and flags through it."""
+    """Put a fitted gate into a detector, with its two thresholds (chosen on val), its
+    feature Gaussians and how it reads the crop: the detector then predicts and flags
+    through it."""
+    detector.config["gate_letterbox"] = fitted.letterbox
     detector.plane_gate = fitted.gate
     detector.config["plane_threshold"] = fitted.threshold
     detector.config["gate_distance_threshold"] = fitted.distance_threshold
     detector.ood.update(fitted.distance)
 
 
-def record(detector, fitted: GateFit) -> None:
+def record(detector, fitted: GateFit, x: np.ndarray) -> None:
     """Put an installed gate's metrics into a detector (with what the older checks
     still catch that it misses, and what the whole detector flags), and its
-    confusion-matrix plot."""
+    confusion-matrix plot. ``x``: the classifier's inputs of every slice of the union."""
     flags = np.array([v != "axial" for v in fitted.predicted]) | fitted.far
-    older = older_checks(detector, fitted.x_test)
+    made = [to_input(c, detector.preprocess_config) for c in fitted.made_test_crops]
+    older = older_checks(detector, np.concatenate([x[fitted.test], made]), fitted.x_test)
     fitted.metrics["old_checks"] = old_checks_table(older, fitted.groups, flags)
     fitted.metrics["whole_detector"] = flag_table(
         fitted.groups, flags | older["any older check"], fitted.refused

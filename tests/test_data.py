@@ -344,11 +344,14 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(
     assert told["flagged"] == round(config["metrics"]["ood_rate_test"] * 8)
 
     union = collections / "union"
+    letterboxed_gate = ["--gate-letterbox"]  # the gate reads the crop's shape, the rest squash it
     assert (
-        train.main(["--data", *roots, "--out", str(union), "--held-out-runs", str(held_out), *tiny])
+        train.main(["--data", *roots, "--out", str(union), "--held-out-runs", str(held_out), *tiny,
+                    *letterboxed_gate])  # fmt: skip
         == 0
     )
     config = json.loads((union / "config.json").read_text())
+    assert config["gate_letterbox"] is True and config["preprocessing"]["letterbox"] is False
     assert config["training"]["data"] == ["br35h", "figshare", "ms", "sartaj"]
     assert {"br35h", "sartaj", "figshare", "ms"} <= set(config["metrics"]["test_by_subgroup"])
     split = json.loads((union / "split.json").read_text()).values()
@@ -369,7 +372,8 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(
         and f"| figshare | 8 | 8 | - | {figshare['sensitivity']:.3f} |" in card
     )
     # benchmarks/plane_gate.py --measure-only reads the figures that depend on the
-    # gate again, through the same gate: they come out as train.py wrote them.
+    # gate again, through the same gate (reading the crop letterboxed, as it was trained
+    # to): they come out as train.py wrote them.
     from benchmarks import plane_gate
 
     assert plane_gate.main(["--data", *roots, "--into", str(union), "--measure-only"]) == 0
@@ -380,7 +384,7 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(
     # A dry run fits a new gate, prints its figures and leaves the directory alone.
     files = {p.name: p.read_bytes() for p in union.iterdir() if p.is_file()}
     dry_run = ["--into", str(union), "--gate-seed", "1", "--epochs", "1", "--dry-run"]
-    assert plane_gate.main(["--data", *roots, *dry_run]) == 0
+    assert plane_gate.main(["--data", *roots, *dry_run, "--no-letterbox"]) == 0
     # ... and on a held-out split, the gate's figures on that collection whole.
     assert plane_gate.main(["--data", *roots, *dry_run, "--hold-out", "figshare"]) == 0
     report = capsys.readouterr().out.split("Flag when")[-1]

@@ -115,6 +115,32 @@ def test_a_gate_put_into_a_detector_is_the_one_it_predicts_with():
     assert after == pytest.approx(expected, abs=1e-5) and after != pytest.approx(before, abs=1e-5)
 
 
+def test_a_letterboxed_gate_reads_the_crop_letterboxed_and_says_so_in_its_config(tmp_path):
+    """config["gate_letterbox"]: the gate reads the crop's shape, the classifier the
+    squashed square; measuring without the gate's own inputs is refused."""
+    from preprocessing import to_input
+
+    det = tiny_detector(gate_letterbox=True)
+    gated = BrainTumorDetector(det.classifier, det.autoencoder, det.config,
+                               plane_gate=plane.build_gate(seed=0))  # fmt: skip
+    wide = brain(256, height=150)
+    cropped = preprocess(wide, gated.preprocess_config).cropped
+    x_gate = to_input(cropped, gated.gate_config)[None]
+    assert gated.gate_config.letterbox and not gated.preprocess_config.letterbox
+    assert not x_gate[0, 0].any()  # the bars above and below the wide head
+    expected = dict(zip(plane.PLANES, gated.plane_gate(x_gate, training=False).numpy()[0].tolist()))
+    assert gated.predict(wide).plane_probabilities == pytest.approx(expected, abs=1e-5)
+    x = preprocess(wide, gated.preprocess_config).x[None]
+    with pytest.raises(ValueError, match="pass x_gate"):
+        gated.predict_arrays(x)
+    _, scores = gated.predict_arrays(x, x_gate=x_gate)
+    assert scores["not_axial"][0] == pytest.approx(1 - expected["axial"], abs=1e-5)
+    gated.save_pretrained(tmp_path)
+    assert BrainTumorDetector.from_pretrained(tmp_path).gate_config.letterbox  # in config.json
+    # A gate saved before the option reads the classifier's square in grey.
+    assert not tiny_detector().gate_config.letterbox
+
+
 def test_the_feature_distance_is_to_the_nearest_planes_gaussian():
     from detector.ood import feature_distances, fit_feature_distance
 
