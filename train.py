@@ -68,6 +68,9 @@ class Recipe:
     #                          adopted: docs/experiments.md)
     letterbox: bool = False  # every network reads the crop letterboxed, not squashed
     #                          (preprocessing.PreprocessConfig.letterbox)
+    pasted_tumours: float = 0.0  # healthy train slices with a real tumour (figshare's, by its
+    #                              box) pasted in, as tumours, this many times the real train
+    #                              tumours (detector.lesions.with_pasted_tumours); 0: none
     gate_letterbox: bool = False  # the plane gate reads the crop letterboxed: a picture's or a
     #                               sagittal slice's box has a shape no axial head has
 
@@ -100,7 +103,7 @@ RECIPES = {
 # Recipe fields that a command-line option of the same name overrides.
 OVERRIDABLE = ("image_size", "intensity", "epochs", "augment", "planes", "balance",
                "synthetic_tumours", "lesion_radius", "plaque_mimics", "fresh_lesions", "asymmetry",
-               "mix_style", "letterbox", "gate_letterbox",
+               "mix_style", "letterbox", "gate_letterbox", "pasted_tumours",
                "type_image_size", "type_epochs", "type_augment", "type_members", "type_ensemble")
 # Out-of-distribution thresholds, as quantiles of the validation slices' scores.
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
@@ -134,6 +137,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "as tumours, SHARE times as many as the real train tumours (default: per architecture)")
     parser.add_argument("--lesion-radius", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="the painted lesions' radius range, as fractions of the slice's side "
+                             "(default: per architecture)")
+    parser.add_argument("--pasted-tumours", type=float, metavar="SHARE",
+                        help="also train the detector on healthy train slices with a real tumour (figshare's, "
+                             "cut by its box) pasted in, as tumours, SHARE times the real train tumours "
                              "(default: per architecture)")
     parser.add_argument("--plaque-mimics", type=float, metavar="SHARE",
                         help="also train on healthy train slices with small bright foci (MS-plaque-like) "
@@ -254,9 +261,10 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
             axial_slices(gate, threshold, planes, x_gate, i) for i in (train_i, val_i)
         )
         print(f"The detector reads axial slices only: train {len(train_i)}, val {len(val_i)}", flush=True)
+    donors = tumour_donors(args, slices, cfg, train_i) if recipe.pasted_tumours else None
     with timed(seconds, "detector"):
         classifier, history, hosts, mimic_hosts = fit_detector(
-            args, recipe, x, y, collections, train_i, val_i
+            args, recipe, x, y, collections, train_i, val_i, donors
         )
     normal_train, normal_val = train_i[y[train_i] == 0], val_i[y[val_i] == 0]
     print("Autoencoder (normal slices only) ...", flush=True)
@@ -318,7 +326,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         "ae_epochs": args.ae_epochs, "batch_size": recipe.batch_size,
         "augment": recipe.augment, "seed": args.seed,
         "planes": recipe.planes, "balance": recipe.balance, "slices": len(train_i) + len(val_i),
-        "synthetic_tumours": len(hosts),
+        "synthetic_tumours": len(hosts), "pasted_tumours": recipe.pasted_tumours,
         "lesion_radius": list(recipe.lesion_radius) if len(hosts) else None,
         "plaque_mimics": len(mimic_hosts), "fresh_lesions": recipe.fresh_lesions,
         "asymmetry": recipe.asymmetry, "mix_style": recipe.mix_style,
@@ -333,19 +341,29 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
     return detector
 
 
-def fit_detector(args, recipe: Recipe, x, y, collections, train_i, val_i):
+def fit_detector(args, recipe: Recipe, x, y, collections, train_i, val_i, donors=None):
     """The tumour/normal classifier -> (network, history, the train slices painted
     with a tumour, those painted with plaque mimics). Painted slices are added to
-    train only: val, which chooses the epoch, stays real."""
+    train only: val, which chooses the epoch, stays real. ``donors``: tumour_donors,
+    for recipe.pasted_tumours."""
     from detector import lesions
     from detector.training import fit_classifier
 
     x_fit, y_fit, hosts = lesions.with_synthetic_tumours(
         x[train_i], y[train_i], recipe.synthetic_tumours, args.seed, recipe.lesion_radius
     )
+    pasted_hosts = np.array([], int)
+    if donors is not None:
+        where = {int(i): k for k, i in enumerate(train_i)}
+        own = np.array([where[int(i)] for i in donors[0]], int)  # rows of x[train_i]
+        x_fit, y_fit, pasted_hosts = lesions.with_pasted_tumours(
+            x_fit, y_fit, own, donors[1], recipe.pasted_tumours, args.seed
+        )
     x_fit, y_fit, mimic_hosts = lesions.with_plaque_mimics(x_fit, y_fit, recipe.plaque_mimics, args.seed)
-    rows = np.concatenate([np.arange(len(train_i)), hosts, mimic_hosts])  # of x[train_i]
+    rows = np.concatenate([np.arange(len(train_i)), hosts, pasted_hosts, mimic_hosts]).astype(int)
     repaint = None
+    if recipe.fresh_lesions and len(pasted_hosts):
+        raise SystemExit("--fresh-lesions repaints painted lesions only: drop --pasted-tumours")
     if recipe.fresh_lesions:  # the hosts unpainted, painted again at every epoch
         kinds = np.repeat([lesions.AS_IT_IS, lesions.TUMOUR, lesions.PLAQUES_MIMIC],
                           [len(train_i), len(hosts), len(mimic_hosts)]).astype("int32")  # fmt: skip
@@ -360,6 +378,19 @@ def fit_detector(args, recipe: Recipe, x, y, collections, train_i, val_i):
         repaint=repaint, asymmetry=recipe.asymmetry, mix_style=recipe.mix_style,
     )  # fmt: skip
     return classifier, history, hosts, mimic_hosts
+
+
+def tumour_donors(args, slices, cfg: PreprocessConfig, train_i) -> tuple[np.ndarray, np.ndarray]:
+    """The train tumours that have a tumour box (figshare's) and their boxes, as fractions
+    of the detector's input: what with_pasted_tumours cuts from."""
+    from detector.data import tumor_boxes
+
+    figshare = np.array([i for i in train_i if slices.labels[i] == 1
+                         and slices.collections[i] == "figshare"], int)  # fmt: skip
+    boxes = tumor_boxes([slices.names[i] for i in figshare], args.data, cfg)
+    boxed = ~np.isnan(boxes[:, 0]) if len(boxes) else np.zeros(0, bool)
+    print(f"Pasted tumours: cut from {boxed.sum()} train tumours with a box", flush=True)
+    return figshare[boxed], boxes[boxed]
 
 
 def fit_types(args, recipe: Recipe, cfg: PreprocessConfig, slices, train_i, val_i):

@@ -41,6 +41,7 @@ from train import (
     model_split,
     print_summary,
     save_atomically,
+    tumour_donors,
     tune_on_val,
 )
 
@@ -73,8 +74,9 @@ def main(argv=None) -> int:
 
     started = time.time()
     x, y, collections = slices.inputs(cfg), slices.labels, np.array(slices.collections)
+    donors = tumour_donors(args, slices, cfg, train_i) if recipe.pasted_tumours else None
     classifier, history, hosts, mimic_hosts = fit_detector(
-        args, recipe, x, y, collections, train_i, val_i
+        args, recipe, x, y, collections, train_i, val_i, donors
     )
     detector = BrainTumorDetector(
         classifier, old.autoencoder, config, assets=old.assets, ood=old.ood,

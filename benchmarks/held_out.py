@@ -33,8 +33,8 @@ from detector.card import HELD_OUT_DETAILS, held_out_table
 from detector.evaluation import held_out_summary
 
 RECIPE = ("collection", "image_size", "intensity", "letterbox", "augment", "planes", "balance",
-          "synthetic_tumours", "lesion_radius", "plaque_mimics", "lesions_painted", "asymmetry",
-          "mix_style", "epochs")  # fmt: skip
+          "synthetic_tumours", "lesion_radius", "plaque_mimics", "lesions_painted", "pasted_tumours",
+          "asymmetry", "mix_style", "epochs")  # fmt: skip
 FIGURES = ("auroc", "sensitivity", "specificity", "sartaj axial normals: specificity",
            "sagittal/coronal normals: specificity", "axial by the plane gate: auroc",
            "axial by the plane gate: sensitivity", "axial by the plane gate: specificity",

@@ -277,6 +277,7 @@ HELD_OUT_DETAILS = {
     "augment": "augment", "planes": "planes", "balance": "balance",
     "synthetic_tumours": "synthetic tumours", "lesion_radius": "lesion radius (of the side)",
     "plaque_mimics": "plaque mimics", "lesions_painted": "painted",
+    "pasted_tumours": "pasted tumours (x the tumours)",
     "asymmetry": "mirror difference", "mix_style": "MixStyle", "epochs": "epochs",
     "fit_seconds": "fit (s)",
 }  # fmt: skip

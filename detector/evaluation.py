@@ -183,6 +183,7 @@ def held_out_summary(config: dict) -> dict:
         "synthetic_tumours": config["training"].get("synthetic_tumours", 0),
         "lesion_radius": _radius_range(config["training"].get("lesion_radius")),
         "plaque_mimics": config["training"].get("plaque_mimics", 0),
+        "pasted_tumours": config["training"].get("pasted_tumours", 0),
         "lesions_painted": _when_painted(config["training"]),
         "asymmetry": "yes" if config["training"].get("asymmetry") else "no",
         "mix_style": "yes" if config["training"].get("mix_style") else "no",

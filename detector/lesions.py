@@ -134,13 +134,9 @@ def paint_lesion(
     """One slice (S, S, C) in [0, 1] -> the same slice with one lesion in it."""
     grey = slice_[..., 0].astype(np.float32)
     side = grey.shape[0]
-    head = head_mask(grey)
-    inner = cv2.erode(head.astype(np.uint8), np.ones((side // 6, side // 6), np.uint8))
-    ys, xs = np.nonzero(inner) if inner.any() else np.nonzero(head)
-    if len(ys) == 0:  # an empty slice: nowhere to paint
+    head, centre = _head_and_centre(grey, rng)
+    if centre is None:  # an empty slice: nowhere to paint
         return slice_.copy()
-    k = rng.integers(len(ys))
-    centre = np.array([xs[k], ys[k]], np.float32)
     radius = rng.uniform(*radius_range) * side
     tissue = float(np.median(grey[head > 0]))
 
@@ -162,6 +158,75 @@ def paint_lesion(
         grey = _blend(grey, tissue * rng.uniform(0.2, 0.6) * _texture(side, rng), necrosis)
     grey = np.clip(grey * head, 0.0, 1.0)  # the background stays black
     return np.repeat(grey[..., None], slice_.shape[-1], axis=-1).astype(slice_.dtype)
+
+
+def with_pasted_tumours(x, y, donors: np.ndarray, boxes: np.ndarray, share: float, seed: int):
+    """(x, y) plus ``share`` times as many pasted tumours as it has real ones: healthy
+    slices, each at most once, with a real tumour cut from one of ``donors`` (slices
+    of x with a tumour box, ``boxes``: (x0, y0, x1, y1) as fractions of the input)
+    pasted in, labelled tumour; -> (x, y, the healthy slice each new one came from).
+
+    Why: figshare's tumours are all T1 post-contrast and all tumours; pasted into
+    ms's and OASIS's healthy FLAIR and T1 slices, the same tumours appear on every
+    sequence and collection, so neither can stand for the label (copy-paste
+    augmentation, Ghiasi et al. 2021).
+    """
+    rng = np.random.default_rng([seed, 3])  # not the painted tumours' nor the mimics' draw
+    if not len(donors):
+        return x, y, np.array([], int)
+    pick = lambda: int(rng.integers(len(donors)))  # noqa: E731
+
+    def paste(slice_):
+        k = pick()
+        return paste_tumour(slice_, x[donors[k]], boxes[k], rng)
+
+    return _with_painted(x, y, share, rng, paste, label=1)
+
+
+def paste_tumour(host: np.ndarray, donor: np.ndarray, box, rng: np.random.Generator) -> np.ndarray:
+    """One healthy slice (S, S, C) in [0, 1] with the tumour in ``box`` of ``donor`` pasted
+    at a random place inside its head, resized by up to a quarter, its brightness
+    matched to the host's tissue and, one time in four, its contrast inverted
+    (a mass dark on T1 that is bright after contrast)."""
+    grey, source = host[..., 0].astype(np.float32), donor[..., 0].astype(np.float32)
+    side = grey.shape[0]
+    x0, y0, x1, y1 = (np.asarray(box) * side).round().astype(int)
+    patch = source[y0 : max(y1, y0 + 2), x0 : max(x1, x0 + 2)]
+    scale = rng.uniform(0.8, 1.25)
+    height, width = (min(max(2, round(n * scale)), side // 2) for n in patch.shape)
+    patch = cv2.resize(patch, (width, height), interpolation=cv2.INTER_LINEAR)
+    head, centre = _head_and_centre(grey, rng)
+    if centre is None:  # an empty slice: nowhere to paste
+        return host.copy()
+    top = int(np.clip(centre[1] - height // 2, 0, side - height))
+    left = int(np.clip(centre[0] - width // 2, 0, side - width))
+    donor_head = source[source > HEAD_LEVEL]
+    donor_tissue = float(np.median(donor_head)) if donor_head.size else 1.0
+    tissue = float(np.median(grey[head > 0]))
+    patch = patch * tissue / max(donor_tissue, 1e-3)
+    if rng.random() < 0.25:
+        patch = np.clip(2 * tissue - patch, 0.0, None)
+    # A soft ellipse filling the box: the tumour's surroundings fade into the host's.
+    mask = np.zeros((height, width), np.float32)
+    cv2.ellipse(mask, (width // 2, height // 2), (max(1, width // 2), max(1, height // 2)),
+                0, 0, 360, 1.0, -1)  # fmt: skip
+    mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, min(height, width) / 8))
+    window = (slice(top, top + height), slice(left, left + width))
+    grey[window] = _blend(grey[window], patch, mask)
+    grey = np.clip(grey * head, 0.0, 1.0)
+    return np.repeat(grey[..., None], host.shape[-1], axis=-1).astype(host.dtype)
+
+
+def _head_and_centre(grey: np.ndarray, rng: np.random.Generator):
+    """-> (head_mask, a random point (x, y) well inside the head, or None for an empty slice)."""
+    side = grey.shape[0]
+    head = head_mask(grey)
+    inner = cv2.erode(head.astype(np.uint8), np.ones((side // 6, side // 6), np.uint8))
+    ys, xs = np.nonzero(inner) if inner.any() else np.nonzero(head)
+    if len(ys) == 0:
+        return head, None
+    k = rng.integers(len(ys))
+    return head, np.array([xs[k], ys[k]], np.float32)
 
 
 def head_mask(grey) -> np.ndarray:

@@ -48,6 +48,7 @@ def collections(tmp_path):
     rows = ["path,type,patient,cv_fold"]
     for n in range(1, 9):
         _write(figshare / "meningioma" / f"{n}.jpg", textured_brain(rng, True))
+        (figshare / "meningioma" / f"{n}.txt").write_text("1 0.5 0.5 0.3 0.3\n")  # tumour box
         rows.append(f"meningioma/{n}.jpg,meningioma,{100 + n // 3},1")
     shutil.copy(
         sartaj / "Training" / "glioma_tumor" / "image(3).jpg", figshare / "meningioma" / "1.jpg"
@@ -213,6 +214,31 @@ def test_synthetic_tumours_are_healthy_train_slices_with_a_lesion_inside_the_hea
     np.testing.assert_array_equal(paint_lesion(empty, rng), empty)  # nowhere to paint
 
 
+def test_pasted_tumours_are_real_tumours_cut_by_their_box_into_healthy_heads():
+    """train.py --pasted-tumours: a donor's boxed tumour lands inside a healthy head."""
+    from detector.lesions import paste_tumour, with_pasted_tumours
+
+    rng = np.random.default_rng(0)
+    slices = [cv2.resize(textured_brain(rng, tumour=False), (64, 64)) for _ in range(10)]
+    x = np.stack([scale_intensity(s, CFG) for s in slices])
+    x[:, 20:30, 20:30, 0] *= 0.5  # every healthy tissue mid-grey there ...
+    donor = x[0].copy()
+    donor[24:28, 24:28, 0] = 1.0  # ... and the donor's tumour bright in its box
+    x, y = np.concatenate([x, donor[None]]), np.array([0] * 10 + [1])
+    box = np.array([[20, 20, 32, 32]]) / 64
+    x2, y2, hosts = with_pasted_tumours(x, y, np.array([10]), box, share=3.0, seed=0)
+    assert len(hosts) == 3 and (y[hosts] == 0).all() and list(y2[11:]) == [1, 1, 1]
+    np.testing.assert_array_equal(x2[:11], x)  # the real slices untouched
+    pasted, healthy = x2[11:, ..., 0], x[hosts, ..., 0]
+    changed = np.abs(pasted - healthy) > 0.05
+    assert changed.any(axis=(1, 2)).all() and not (changed & (healthy == 0)).any()  # in the head
+    assert 0 <= pasted.min() and pasted.max() <= 1
+    # No donor: nothing pasted; an empty host: nowhere to paste.
+    assert len(with_pasted_tumours(x, y, np.array([], int), box[:0], share=1.0, seed=0)[2]) == 0
+    empty = np.zeros((64, 64, 1), np.float32)
+    np.testing.assert_array_equal(paste_tumour(empty, donor, box[0], rng), empty)
+
+
 def test_the_lesion_radius_range_sets_how_large_the_painted_lesions_are():
     """train.py --lesion-radius: larger lesions than an MS plaque, on request."""
     from detector.lesions import paint_lesion
@@ -347,11 +373,14 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(
     letterboxed_gate = ["--gate-letterbox"]  # the gate reads the crop's shape, the rest squash it
     assert (
         train.main(["--data", *roots, "--out", str(union), "--held-out-runs", str(held_out), *tiny,
-                    *letterboxed_gate])  # fmt: skip
+                    *letterboxed_gate, "--pasted-tumours", "0.5"])  # fmt: skip
         == 0
     )
+    donors = int(capsys.readouterr().out.split("Pasted tumours: cut from ")[1].split()[0])
+    assert donors > 0  # figshare's train tumours, by their boxes
     config = json.loads((union / "config.json").read_text())
     assert config["gate_letterbox"] is True and config["preprocessing"]["letterbox"] is False
+    assert config["training"]["pasted_tumours"] == 0.5
     assert config["training"]["data"] == ["br35h", "figshare", "ms", "sartaj"]
     assert {"br35h", "sartaj", "figshare", "ms"} <= set(config["metrics"]["test_by_subgroup"])
     split = json.loads((union / "split.json").read_text()).values()
@@ -442,7 +471,8 @@ def held_out_run(auroc, seed_epochs=10):
         "augment": "full",
         "answered": 0.5, "answers wrong": 0.2,
         "planes": "all", "balance": "class", "synthetic_tumours": 0, "lesion_radius": None,
-        "plaque_mimics": 0, "lesions_painted": None, "asymmetry": "no", "mix_style": "no",
+        "plaque_mimics": 0, "lesions_painted": None, "pasted_tumours": 0, "asymmetry": "no",
+        "mix_style": "no",
         "epochs": seed_epochs,
         "fit_seconds": 60,
     }  # fmt: skip
