@@ -67,7 +67,8 @@ class Recipe:
     mix_style: bool = False  # the detector trains with MixStyle (models.MixStyle; tried, not
     #                          adopted: docs/experiments.md)
     letterbox: bool = False  # every network reads the crop letterboxed, not squashed
-    #                          (preprocessing.PreprocessConfig.letterbox)
+    #                          (preprocessing.PreprocessConfig.letterbox; tried, not adopted:
+    #                          held-out Br35H fell, docs/experiments.md)
     pasted_tumours: float = 0.0  # healthy train slices with a real tumour (figshare's, by its
     #                              box) pasted in, as tumours, this many times the real train
     #                              tumours (detector.lesions.with_pasted_tumours); 0: none
