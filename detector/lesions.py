@@ -190,8 +190,10 @@ def paste_tumour(host: np.ndarray, donor: np.ndarray, box, rng: np.random.Genera
     (a mass dark on T1 that is bright after contrast)."""
     grey, source = host[..., 0].astype(np.float32), donor[..., 0].astype(np.float32)
     side = grey.shape[0]
-    x0, y0, x1, y1 = (np.asarray(box) * side).round().astype(int)
-    patch = source[y0 : max(y1, y0 + 2), x0 : max(x1, x0 + 2)]
+    # At least 2 px each way, inside the slice: a box can sit on the crop's edge.
+    x0, y0 = np.clip((np.asarray(box[:2]) * side).round().astype(int), 0, side - 2)
+    x1, y1 = np.maximum((np.asarray(box[2:]) * side).round().astype(int), (x0 + 2, y0 + 2))
+    patch = source[y0:y1, x0:x1]
     scale = rng.uniform(0.8, 1.25)
     height, width = (min(max(2, round(n * scale)), side // 2) for n in patch.shape)
     patch = cv2.resize(patch, (width, height), interpolation=cv2.INTER_LINEAR)

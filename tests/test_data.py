@@ -237,6 +237,8 @@ def test_pasted_tumours_are_real_tumours_cut_by_their_box_into_healthy_heads():
     assert len(with_pasted_tumours(x, y, np.array([], int), box[:0], share=1.0, seed=0)[2]) == 0
     empty = np.zeros((64, 64, 1), np.float32)
     np.testing.assert_array_equal(paste_tumour(empty, donor, box[0], rng), empty)
+    for edge in ([1.0, 0.4, 1.0, 0.6], [0.4, 1.0, 0.6, 1.0], [0.5, 0.5, 0.5, 0.5]):  # flat boxes
+        assert paste_tumour(x[1], donor, np.array(edge), rng).shape == x[1].shape
 
 
 def test_the_lesion_radius_range_sets_how_large_the_painted_lesions_are():
