@@ -72,8 +72,9 @@ class Recipe:
     pasted_tumours: float = 0.0  # healthy train slices with a real tumour (figshare's, by its
     #                              box) pasted in, as tumours, this many times the real train
     #                              tumours (detector.lesions.with_pasted_tumours); 0: none
-    gate_letterbox: bool = False  # the plane gate reads the crop letterboxed: a picture's or a
-    #                               sagittal slice's box has a shape no axial head has
+    gate_letterbox: bool = False  # the plane gate reads the crop letterboxed (tried, not adopted:
+    #                               held out, sartaj's sagittal/coronal slices were flagged
+    #                               less, docs/experiments.md)
 
 
 RECIPES = {
