@@ -72,6 +72,7 @@ class Recipe:
     pasted_tumours: float = 0.0  # healthy train slices with a real tumour (figshare's, by its
     #                              box) pasted in, as tumours, this many times the real train
     #                              tumours (detector.lesions.with_pasted_tumours); 0: none
+    gate_members: int = 1  # plane gates fitted (seeds --seed, --seed + 1, ...) and averaged
     gate_letterbox: bool = False  # the plane gate reads the crop letterboxed (tried, not adopted:
     #                               held out, sartaj's sagittal/coronal slices were flagged
     #                               less, docs/experiments.md)
@@ -105,7 +106,7 @@ RECIPES = {
 # Recipe fields that a command-line option of the same name overrides.
 OVERRIDABLE = ("image_size", "intensity", "epochs", "augment", "planes", "balance",
                "synthetic_tumours", "lesion_radius", "plaque_mimics", "fresh_lesions", "asymmetry",
-               "mix_style", "letterbox", "gate_letterbox", "pasted_tumours",
+               "mix_style", "letterbox", "gate_letterbox", "gate_members", "pasted_tumours",
                "type_image_size", "type_epochs", "type_augment", "type_members", "type_ensemble")
 # Out-of-distribution thresholds, as quantiles of the validation slices' scores.
 # Together the two fitted checks must flag under 2 % of validation MRIs: at most
@@ -160,6 +161,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--letterbox", action=argparse.BooleanOptionalAction,
                         help="every network reads the brain crop letterboxed (its height/width kept, "
                              "padded black) rather than squashed to the square (default: per architecture)")
+    parser.add_argument("--gate-members", type=int, metavar="N",
+                        help="plane gates fitted and averaged into one (default: per architecture)")
     parser.add_argument("--gate-letterbox", action=argparse.BooleanOptionalAction,
                         help="the plane gate reads the brain crop letterboxed, whatever the other networks "
                              "read (default: per architecture)")
@@ -252,7 +255,7 @@ def train(args, recipe: Recipe, cfg: PreprocessConfig):
         print("Plane gate (same split, plus template cuts, pictures and CT) ...", flush=True)
         with timed(seconds, "plane_gate"):
             gate_fit = fit_plane_gate(gate_slices, split, gate_cfg, sartaj_folder(args.data), args.seed,
-                                      verbose=args.verbose)  # fmt: skip
+                                      verbose=args.verbose, members=recipe.gate_members)  # fmt: skip
     with timed(seconds, "type_network"):
         type_classifier, x_type, type_val = fit_types(args, recipe, cfg, slices, train_i, val_i)  # every plane
     if recipe.planes == "axial":  # the gate keeps the others from the detector anyway

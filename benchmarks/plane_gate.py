@@ -80,6 +80,7 @@ def main(argv=None) -> int:
         "--extras", nargs="+", choices=MADE_EXTRAS, default=[],
         help="made examples to learn from as well (tried, not adopted: docs/experiments.md)",
     )  # fmt: skip
+    parser.add_argument("--members", type=int, default=1, help="gates fitted and averaged")
     parser.add_argument(
         "--letterbox", action=argparse.BooleanOptionalAction,
         help="the new gate reads the crop letterboxed (default: as the model's gate reads it)",
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     gate_slices, x_gate = gate_view(args, slices, cfg, gate_cfg)
     fitted = fit_plane_gate(
         gate_slices, split, gate_cfg, sartaj_folder(args.data), gate_seed, epochs=args.epochs,
-        gate=gate, augment=args.augment, made_extras=tuple(args.extras),
+        gate=gate, augment=args.augment, made_extras=tuple(args.extras), members=args.members,
     )
     if args.hold_out:  # the detector's figures are of its own split, not this one
         print(format_report(fitted.metrics))

@@ -172,10 +172,18 @@ def _balanced_weights(labels) -> np.ndarray:
 
 def with_features(gate):
     """The gate with two outputs: P(each of PLANES) and its pooled features (the
-    input of its last layer), which detector.ood's feature distance reads."""
+    input of its last layer), which detector.ood's feature distance reads. For gates
+    averaged (models.average_of), the mean P and every member's features side by side."""
     import keras
 
-    return keras.Model(gate.input, [gate.output, gate.layers[-1].input])
+    from .models import members_of
+
+    members = members_of(gate)
+    if len(members) == 1:
+        return keras.Model(gate.input, [gate.output, gate.layers[-1].input])
+    both = [keras.Model(m.input, [m.output, m.layers[-1].input])(gate.input) for m in members]
+    p = keras.layers.Average()([b[0] for b in both])
+    return keras.Model(gate.input, [p, keras.layers.Concatenate()([b[1] for b in both])])
 
 
 def _in_batches(network, x: np.ndarray, batch_size: int) -> list:
@@ -257,12 +265,13 @@ def hand_labels() -> dict[str, str]:
 # ------------------------------------------------------------------ training
 def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | None, seed: int = 0,
                    max_axial: int = 3000, epochs: int = 16, verbose: int = 2, gate=None,
-                   augment: str = GATE_AUGMENT, made_extras=()) -> GateFit:  # fmt: skip
+                   augment: str = GATE_AUGMENT, made_extras=(), members: int = 1) -> GateFit:  # fmt: skip
     """Train the gate on the classifier's split of the union plus the extras, choose
     its threshold on val, and read test once. ``sartaj``: the folder whose
     views.csv lists CT slices (None: no CT examples). ``gate``: a trained gate
     to choose the threshold of and measure again (new hand labels), untrained.
-    ``made_extras``: MADE_EXTRAS to learn from as well (tried, not adopted: docs/experiments.md)."""
+    ``made_extras``: MADE_EXTRAS to learn from as well (tried, not adopted: docs/experiments.md).
+    ``members``: gates fitted (seeds seed, seed + 1, ...) and averaged into one."""
     planes = known_planes(slices)
     rng = np.random.default_rng(seed)
     part = {}
@@ -288,11 +297,13 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
             half = rng.choice(train, len(train) // 2, replace=False)
             x_extra = np.concatenate([x_extra, skull_stripped(x[half], rng, cfg.letterbox)])
             labels_extra = labels_extra + [planes[i] for i in half]
-        gate = fit(
+        from .models import average_of
+
+        gate = average_of([fit(
             np.concatenate([x[train], x_extra]), [planes[i] for i in train] + labels_extra,
-            x[part["val"]], [planes[i] for i in part["val"]], epochs=epochs, seed=seed,
+            x[part["val"]], [planes[i] for i in part["val"]], epochs=epochs, seed=seed + k,
             verbose=verbose, augment=augment,
-        )  # fmt: skip
+        ) for k in range(members)], "plane_gate")  # fmt: skip
     # The feature distance: Gaussians of the gate's own train slices of each MRI plane.
     mri = np.array([i for i in part["train"] if planes[i] in MRI_PLANES], int)
     distance = fit_feature_distance(features(gate, x[mri]), [planes[i] for i in mri])
@@ -331,6 +342,7 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
         "distance_threshold": distance_threshold,
         "test_examples": examples,
         "train": {"union": len(train), "made": len(labels_extra), "augment": augment,
+                  **({"members": members} if members > 1 else {}),
                   **({"made_extras": list(made_extras)} if made_extras else {})},  # fmt: skip
         "confusion": confusion(labels, predicted),
         **flag_table(groups, flagged, refused),
@@ -720,6 +732,8 @@ def flag_group(collection: str, label: str) -> str:
 
 def format_report(metrics: dict) -> str:
     lines = [f"Flag when 1 - P(axial) > {metrics['threshold']:.3f} (chosen on val)"]
+    if metrics.get("train", {}).get("members", 1) > 1:
+        lines[0] += f"; {metrics['train']['members']} gates averaged"
     lines.append("Confusion matrix (test; rows: label, columns: the gate's verdict)")
     lines.append(f"{'':<22}" + "".join(f"{p:>10}" for p in PLANES))
     for label, row in metrics["confusion"].items():

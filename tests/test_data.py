@@ -415,7 +415,8 @@ def test_a_held_out_collection_is_tested_whole_and_its_copies_never_trained_on(
     # A dry run fits a new gate, prints its figures and leaves the directory alone.
     files = {p.name: p.read_bytes() for p in union.iterdir() if p.is_file()}
     dry_run = ["--into", str(union), "--gate-seed", "1", "--epochs", "1", "--dry-run"]
-    assert plane_gate.main(["--data", *roots, *dry_run, "--no-letterbox"]) == 0
+    assert plane_gate.main(["--data", *roots, *dry_run, "--no-letterbox", "--members", "2"]) == 0
+    assert "; 2 gates averaged" in capsys.readouterr().out  # fitted twice, averaged into one
     # ... and on a held-out split, the gate's figures on that collection whole.
     assert plane_gate.main(["--data", *roots, *dry_run, "--hold-out", "figshare"]) == 0
     report = capsys.readouterr().out.split("Flag when")[-1]
