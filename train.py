@@ -72,6 +72,7 @@ class Recipe:
     pasted_tumours: float = 0.0  # healthy train slices with a real tumour (figshare's, by its
     #                              box) pasted in, as tumours, this many times the real train
     #                              tumours (detector.lesions.with_pasted_tumours); 0: none
+    #                              (tried, not adopted: held-out Br35H fell, docs/experiments.md)
     gate_members: int = 1  # plane gates fitted (seeds --seed, --seed + 1, ...) and averaged
     gate_letterbox: bool = False  # the plane gate reads the crop letterboxed (tried, not adopted:
     #                               held out, sartaj's sagittal/coronal slices were flagged
