@@ -333,7 +333,10 @@ class BrainTumorDetector(
 
     def _predict_slices(self, slices: list[Preprocessed]) -> list[Prediction]:
         x = np.stack([s.x for s in slices])
-        x_gate = np.stack([to_input(s.cropped, self.gate_config) for s in slices])
+        x_gate = None  # the classifier's inputs in grey, unless the gate reads the crop its own way
+        if self.gate_config.letterbox != self.preprocess_config.letterbox:
+            x_gate = np.stack([to_input(s.cropped, self.gate_config) for s in slices])
+        x_gate = self.gate_inputs(x, x_gate)
         probabilities, reconstructions, gate, distances = self._run(x, x_gate)
         names, planes, sources = self.planes(gate, [s.plane for s in slices])
         scores = self._ood_scores(x, reconstructions, [s.chroma for s in slices])

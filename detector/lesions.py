@@ -174,10 +174,8 @@ def with_pasted_tumours(x, y, donors: np.ndarray, boxes: np.ndarray, share: floa
     rng = np.random.default_rng([seed, 3])  # not the painted tumours' nor the mimics' draw
     if not len(donors):
         return x, y, np.array([], int)
-    pick = lambda: int(rng.integers(len(donors)))  # noqa: E731
-
     def paste(slice_):
-        k = pick()
+        k = int(rng.integers(len(donors)))
         return paste_tumour(slice_, x[donors[k]], boxes[k], rng)
 
     return _with_painted(x, y, share, rng, paste, label=1)
