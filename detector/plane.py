@@ -74,7 +74,8 @@ ALLOWED = {
     "not MRI": ("not MRI",),
 }
 # figshare slices labelled by eye (figshare has no plane labels), in sartaj/views.csv's
-# form plus how each was labelled. All are test-split slices: they measure, not train.
+# form plus how each was labelled: every figshare slice that is not a near-copy of a
+# sartaj/views.csv one. They follow the split: train's train the gate, test's measure it.
 HAND_LABELS = Path(__file__).with_name("figshare_views.csv")
 # One head CT to learn CT from (InVesalius's example "ProMED CT 0051": 108 axial
 # slices in Hounsfield units), from Debian's invesalius-examples package.
