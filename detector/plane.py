@@ -57,6 +57,11 @@ from .ood import (
 )
 
 PLANES = ("axial", "sagittal", "coronal", "not MRI")
+# The gate tells sagittal and coronal slices from axial ones far more surely than from
+# each other (README, plane gate: "naming"): a verdict names one only when it is this
+# many times as likely as the other (set a priori, not tuned), else SAGITTAL_OR_CORONAL.
+SURE_PLANE_RATIO = 2.0
+SAGITTAL_OR_CORONAL = "sagittal or coronal"
 GATE_SIZE = 64
 # The classifier's augmentations (detector.training.AUGMENTATIONS) the gate trains with:
 # "sequence" changes which tissue is bright, so that the plane is learnt from shapes, not
@@ -211,6 +216,15 @@ def features(gate, x: np.ndarray) -> np.ndarray:
     return outputs(gate, x)[1]
 
 
+def named(plane: str, p: dict[str, float]) -> str:
+    """What a verdict calls a slice the gate calls ``plane``, given P(each of PLANES):
+    the plane, or SAGITTAL_OR_CORONAL when the gate cannot tell which of the two."""
+    other = {"sagittal": "coronal", "coronal": "sagittal"}.get(plane)
+    if other and p[plane] < SURE_PLANE_RATIO * p[other]:
+        return SAGITTAL_OR_CORONAL
+    return plane
+
+
 def verdicts(p: np.ndarray, threshold: float) -> list[str]:
     """The plane of each slice: axial unless 1 - P(axial) > threshold, else the likeliest other."""
     others = np.array(PLANES[1:])[np.argmax(p[:, 1:], axis=1)]
@@ -346,6 +360,7 @@ def fit_plane_gate(slices, split: dict, cfg: PreprocessConfig, sartaj: Path | No
                   **({"members": members} if members > 1 else {}),
                   **({"made_extras": list(made_extras)} if made_extras else {})},  # fmt: skip
         "confusion": confusion(labels, predicted),
+        "naming": naming(labels, predicted, p),
         **flag_table(groups, flagged, refused),
         # The gate's verdict or its feature distance: what the gate's two checks flag.
         "with_distance": flag_table(groups, flagged | far, refused),
@@ -692,6 +707,20 @@ def confusion(labels, predicted) -> dict[str, dict[str, int]]:
     }
 
 
+def naming(labels, predicted, p: np.ndarray) -> dict[str, int]:
+    """Of the test slices labelled sagittal or coronal that the gate calls one of the two:
+    how many a verdict (``named``) names right, calls SAGITTAL_OR_CORONAL, names wrong."""
+    counts = {"right": 0, SAGITTAL_OR_CORONAL: 0, "wrong": 0}
+    for label, verdict, row in zip(labels, predicted, p):
+        if label in ("sagittal", "coronal") and verdict in ("sagittal", "coronal"):
+            name = named(verdict, dict(zip(PLANES, row)))
+            if name == SAGITTAL_OR_CORONAL:
+                counts[name] += 1
+            else:
+                counts["right" if name == label else "wrong"] += 1
+    return counts
+
+
 # The collections whose axial slices the axial target is measured on.
 AXIAL_TARGETS = ("br35h", "sartaj", "figshare")
 # Each target: (what, which test groups, the flag rate it must reach; "max" for axial).
@@ -739,6 +768,12 @@ def format_report(metrics: dict) -> str:
     lines.append(f"{'':<22}" + "".join(f"{p:>10}" for p in PLANES))
     for label, row in metrics["confusion"].items():
         lines.append(f"{label:<22}" + "".join(f"{row[p]:>10}" for p in PLANES))
+    if "naming" in metrics:  # gates measured before it have none
+        n = max(sum(metrics["naming"].values()), 1)
+        lines.append(
+            f"Named, of the {n} test slices labelled and called sagittal or coronal: "
+            + ", ".join(f'{k} {v / n:.1%}' for k, v in metrics["naming"].items())
+        )
     lines.append(f"\n{'test group':<22}{'n':>6}{'flagged':>9}{'rate':>8}")
     for g, row in metrics["groups"].items():
         lines.append(

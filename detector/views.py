@@ -18,7 +18,7 @@ from preprocessing import InvalidImageError, decode, preprocess, square_to_crop
 from preprocessing.decode import NIFTI_SUFFIXES
 from preprocessing.medical import nifti_slice_count
 
-from . import ood
+from . import ood, plane
 from .card import (
     HEADLINE_METRICS,
     fmt_metric,
@@ -162,12 +162,13 @@ def verdict(prediction: Prediction, config: dict) -> str:
 
 def not_axial(prediction: Prediction) -> str:
     """What the slice is instead of axial brain MRI, and what to upload."""
-    what = "no brain MRI" if prediction.plane == "not MRI" else f"a {prediction.plane} slice"
-    how = (
-        f"(P {prediction.plane_probabilities[prediction.plane]:.2f})"
-        if prediction.plane_source == "gate"
-        else "(says its header)"
-    )
+    name, how = prediction.plane, "(says its header)"
+    if prediction.plane_source == "gate":
+        p = prediction.plane_probabilities
+        name = plane.named(name, p)
+        both = name == plane.SAGITTAL_OR_CORONAL
+        how = f"(P {p['sagittal'] + p['coronal'] if both else p[name]:.2f})"
+    what = "no brain MRI" if name == "not MRI" else f"a {name} slice"
     return (
         f"This looks like {what} {how}. The detector reads axial brain MRI slices: "
         "upload an axial slice, or the NIfTI/DICOM volume."

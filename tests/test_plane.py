@@ -190,6 +190,17 @@ def test_set_valued_loss_rewards_either_allowed_plane():
     assert loss[0] == pytest.approx(0.0, abs=1e-5) and loss[1] == pytest.approx(np.log(2), abs=1e-5)
 
 
+def test_a_verdict_names_sagittal_or_coronal_only_when_the_gate_is_sure_which():
+    p = {"axial": 0.02, "sagittal": 0.6, "coronal": 0.35, "not MRI": 0.03}
+    assert plane.named("sagittal", p) == plane.SAGITTAL_OR_CORONAL  # not twice as likely
+    assert plane.named("sagittal", {**p, "sagittal": 0.7, "coronal": 0.25}) == "sagittal"
+    assert plane.named("not MRI", p) == "not MRI"
+    rows = np.array([[0, 0.9, 0.1, 0], [0, 0.55, 0.45, 0], [0, 0.1, 0.9, 0], [0.9, 0.1, 0, 0]])
+    labels = ["sagittal", "sagittal", "sagittal", "coronal"]
+    verdicts = ["sagittal", "sagittal", "coronal", "axial"]  # the last is no sagittal/coronal one
+    assert plane.naming(labels, verdicts, rows) == {"right": 1, "sagittal or coronal": 1, "wrong": 1}
+
+
 def test_a_target_with_nothing_to_measure_is_neither_met_nor_missed():
     """A held-out run's test split may hold no sagittal slice, or no axial one of the targets."""
     groups = ["sagittal/coronal", "sagittal/coronal", "pictures", "axial ms"]

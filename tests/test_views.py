@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -150,6 +151,9 @@ def test_a_slice_in_another_plane_is_named_not_read():
     text = views.verdict(sagittal, CONFIG)
     assert "This looks like a sagittal slice (P 0.97)" in text and "axial" in text
     assert "P(tumour)" not in text and "0.99" not in text
+    unsure = replace(sagittal, plane_probabilities={"axial": 0.03, "sagittal": 0.57,
+                                                    "coronal": 0.4, "not MRI": 0.0})  # fmt: skip
+    assert "a sagittal or coronal slice (P 0.97)" in views.verdict(unsure, CONFIG)
     ct = Prediction(0.9, "inconclusive", 0.01, True, grey, grey, grey, not_axial=1.0,
                     plane="not MRI", plane_source="header")  # fmt: skip
     assert "no brain MRI (says its header)" in views.verdict(ct, CONFIG)
