@@ -252,6 +252,7 @@ def card_context(config: dict, assets: dict) -> dict:
         else None,
         "plane_threshold": fmt_number(config.get("plane_threshold")),
         "gate_members": ((metrics.get("plane_gate") or {}).get("train") or {}).get("members", 1),
+        "gate_naming": (metrics.get("plane_gate") or {}).get("naming"),
         "gate_distance_threshold": fmt_number(config.get("gate_distance_threshold"), ".4g"),
         "intensity": (config.get("preprocessing") or {}).get("intensity", "raw"),
         "tumor_type": type_context(config),
