@@ -357,3 +357,42 @@ def test_the_gate_flags_a_head_ct_exported_without_a_window(bundled, tmp_path):
 @pytest.mark.xfail(strict=True, reason="known miss: the gate flags 5 of sartaj's 12 CT slices")
 def test_the_gate_flags_real_ct_slices(bundled):
     assert flag_rate(bundled, trained_gate_examples()["CT"]) >= 0.75
+
+
+# Colin27 ("ch2" of Debian's mricron-data): one real head, T1 at 1 mm with skull, scalp
+# and neck, that none of the five collections holds and no bundled recipe learnt from.
+COLIN27 = Path("/usr/share/mricron/templates/ch2.nii.gz")
+
+
+def colin27_jpegs(per_plane: int = 40) -> dict[str, list[bytes]]:
+    """Colin27 cut in each plane at even levels through the middle 70 % of the head,
+    anterior or superior at the top, each stretched to 8 bits and saved as a JPEG."""
+    import cv2
+
+    require(COLIN27.is_file(), f"{COLIN27}: apt-get install mricron-data")
+    volume = nib.as_closest_canonical(nib.load(COLIN27)).get_fdata()  # RAS
+    head = volume > 0.1 * volume.max()
+    jpegs = {}
+    for axis, name in ((2, "axial"), (0, "sagittal"), (1, "coronal")):
+        extent = np.flatnonzero(head.any(axis=tuple(a for a in range(3) if a != axis)))
+        margin = 0.15 * len(extent)
+        levels = np.linspace(extent[0] + margin, extent[-1] - margin, per_plane).astype(int)
+        jpegs[name] = []
+        for level in levels:
+            cut = np.rot90(np.take(volume, level, axis=axis))
+            grey = np.clip(cut / np.percentile(cut[cut > 0.1 * volume.max()], 99.5), 0, 1)
+            _, jpeg = cv2.imencode(".jpg", np.round(255 * grey).astype(np.uint8))
+            jpegs[name].append(jpeg.tobytes())
+    return jpegs
+
+
+def test_the_detector_flags_sagittal_and_coronal_slices_of_a_head_none_of_the_data_holds(bundled):
+    """Its 80 sagittal and coronal cuts flagged (issue #11: at least 95 %), its 40 axial
+    ones passed (the target: at most 3 % flagged; 2 of 40 allowed). The plane's name is
+    not tested: the gate tells sagittal from coronal less surely (README, plane gate)."""
+    flagged = {
+        name: np.mean([p.out_of_distribution for p in bundled.predict_batch(jpegs)])
+        for name, jpegs in colin27_jpegs().items()
+    }
+    assert flagged["sagittal"] >= 0.95 and flagged["coronal"] >= 0.95, flagged
+    assert flagged["axial"] <= 0.05, flagged
