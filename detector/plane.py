@@ -11,9 +11,10 @@ What it learns from (``gate_examples``):
 - the slices of the union whose plane is known: Br35H and OASIS (axial),
   ms/slices.csv (exact planes), sartaj/views.csv (hand labels; its
   "sagittal-or-coronal" label is one of two classes, learnt with the
-  set-valued loss -log(p_sagittal + p_coronal)), and unlabelled slices that
-  are near-copies of a labelled one (``known_planes``: most figshare slices
-  are copies of sartaj ones);
+  set-valued loss -log(p_sagittal + p_coronal)), figshare's planes labelled
+  by eye (HAND_LABELS), and unlabelled slices that are near-copies of a
+  labelled one (``known_planes``: most figshare slices are copies of sartaj
+  ones, and take their plane);
 - extras, made here: slices of the MNI152 template cut in all three planes
   and made to look like exported JPEGs, non-MRI pictures (scikit-image's
   photos, synthetic documents), and CT: a head CT volume (HEAD_CT) cut in all

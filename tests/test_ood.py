@@ -116,12 +116,12 @@ def test_paper_reads_light_and_a_head_dark_squashed_or_letterboxed(letterbox):
 
 
 def test_the_gate_feature_distance_flags_a_picture_the_gate_calls_axial(detector):
-    """scikit-image's gravel, grey stones filling the frame: the gates' softmax says
-    axial, but their features lie far from every MRI slice they learnt from. (The
-    single gate before said axial of its `text` too; the three averaged call it coronal.)"""
+    """scikit-image's colour wheel, which the gates never learnt from: their softmax says
+    axial, but their features lie far from every MRI slice they learnt from. (Earlier
+    gates said axial of its gravel and text; these call both not MRI.)"""
     from detector import ood
 
-    prediction = detector.predict(_photo("gravel"))
+    prediction = detector.predict(_photo("colorwheel"))
     assert prediction.plane == "axial"
     assert ood.failed_checks(prediction.ood_scores(), detector.config)["gate_distance"]
 
