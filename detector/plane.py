@@ -59,7 +59,7 @@ from .ood import (
 
 PLANES = ("axial", "sagittal", "coronal", "not MRI")
 # The gate tells sagittal and coronal slices from axial ones far more surely than from
-# each other (README, plane gate: "naming"): a verdict names one only when it is this
+# each other (README, "Naming the plane"): a verdict names one only when it is this
 # many times as likely as the other (set a priori, not tuned), else SAGITTAL_OR_CORONAL.
 SURE_PLANE_RATIO = 2.0
 SAGITTAL_OR_CORONAL = "sagittal or coronal"
