@@ -198,7 +198,8 @@ def test_a_verdict_names_sagittal_or_coronal_only_when_the_gate_is_sure_which():
     rows = np.array([[0, 0.9, 0.1, 0], [0, 0.55, 0.45, 0], [0, 0.1, 0.9, 0], [0.9, 0.1, 0, 0]])
     labels = ["sagittal", "sagittal", "sagittal", "coronal"]
     verdicts = ["sagittal", "sagittal", "coronal", "axial"]  # the last is no sagittal/coronal one
-    assert plane.naming(labels, verdicts, rows) == {"right": 1, "sagittal or coronal": 1, "wrong": 1}
+    counts = plane.naming(labels, verdicts, rows)
+    assert counts == {"right": 1, plane.SAGITTAL_OR_CORONAL: 1, "wrong": 1}
 
 
 def test_a_target_with_nothing_to_measure_is_neither_met_nor_missed():
@@ -365,24 +366,16 @@ COLIN27 = Path("/usr/share/mricron/templates/ch2.nii.gz")
 
 
 def colin27_jpegs(per_plane: int = 40) -> dict[str, list[bytes]]:
-    """Colin27 cut in each plane at even levels through the middle 70 % of the head,
-    anterior or superior at the top, each stretched to 8 bits and saved as a JPEG."""
+    """Colin27 cut in each plane (plane.cuts: the middle 70 % of the head, anterior or
+    superior at the top), each stretched to 8 bits and saved as a JPEG."""
     import cv2
 
     require(COLIN27.is_file(), f"{COLIN27}: apt-get install mricron-data")
     volume = nib.as_closest_canonical(nib.load(COLIN27)).get_fdata()  # RAS
-    head = volume > 0.1 * volume.max()
-    jpegs = {}
-    for axis, name in ((2, "axial"), (0, "sagittal"), (1, "coronal")):
-        extent = np.flatnonzero(head.any(axis=tuple(a for a in range(3) if a != axis)))
-        margin = 0.15 * len(extent)
-        levels = np.linspace(extent[0] + margin, extent[-1] - margin, per_plane).astype(int)
-        jpegs[name] = []
-        for level in levels:
-            cut = np.rot90(np.take(volume, level, axis=axis))
-            grey = np.clip(cut / np.percentile(cut[cut > 0.1 * volume.max()], 99.5), 0, 1)
-            _, jpeg = cv2.imencode(".jpg", np.round(255 * grey).astype(np.uint8))
-            jpegs[name].append(jpeg.tobytes())
+    jpegs = {"axial": [], "sagittal": [], "coronal": []}
+    for name, cut in plane.cuts(volume, np.random.default_rng(0), per_plane):
+        grey = np.clip(cut / np.percentile(cut[cut > 0.1 * volume.max()], 99.5), 0, 1)
+        jpegs[name].append(cv2.imencode(".jpg", np.round(255 * grey).astype(np.uint8))[1].tobytes())
     return jpegs
 
 
